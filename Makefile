@@ -1,0 +1,68 @@
+# runv: build the guest (kernel, agent, initramfs), install the host package,
+# and run the demo, the tests, the conformance suite or the benchmarks.
+# Build outputs are cached under $(RUNV_CACHE), keyed by content hash.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+RUNV_CACHE ?= /var/cache/runv
+SHARE_DIR ?= /usr/local/share/runv
+BIN_DIR ?= /usr/local/bin
+export RUNV_CACHE
+
+APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc libelf-dev \
+	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod
+
+.PHONY: all deps kernel initramfs venv install demo test unit conformance bench clean
+
+all: install
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+kernel: deps
+	kernel/build-kernel.sh
+
+initramfs: deps
+	kernel/build-initramfs.sh
+
+venv: deps
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+
+install: venv
+	@k=$$(kernel/build-kernel.sh) && i=$$(kernel/build-initramfs.sh) && \
+	mkdir -p $(SHARE_DIR) && cp $$k $(SHARE_DIR)/vmlinux.new && cp $$i $(SHARE_DIR)/initramfs.cpio.new && \
+	mv $(SHARE_DIR)/vmlinux.new $(SHARE_DIR)/vmlinux && mv $(SHARE_DIR)/initramfs.cpio.new $(SHARE_DIR)/initramfs.cpio
+	@# A launcher without site processing: engines call runv many times per container.
+	@$(VENV)/bin/python -c 'import sys, sysconfig; open(sys.argv[1], "w").write( \
+		"#!%s -S\nimport sys\nsys.path[1:1] = [%r, %r]\nfrom runv.cli import entry\nentry()\n" \
+		% (sys.executable, sys.argv[2], sysconfig.get_path("purelib")))' $(BIN_DIR)/runv.new $(CURDIR)
+	@chmod 755 $(BIN_DIR)/runv.new && mv $(BIN_DIR)/runv.new $(BIN_DIR)/runv
+	@$(BIN_DIR)/runv check
+
+# The main job: build everything, then run a busybox container in a VM.
+demo: install
+	@bundle=$$(mktemp -d /tmp/runv-demo.XXXXXX) && \
+	$(VENV)/bin/python tests/mkbundle.py $$bundle -- sh -c 'echo "hello from a runv VM: $$(uname -sr), hostname $$(hostname)"' && \
+	$(BIN_DIR)/runv run --bundle $$bundle demo-$$$$; rc=$$?; rm -rf $$bundle; exit $$rc
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+test: install
+	$(VENV)/bin/python -m pytest -q tests
+
+conformance: install
+	conformance/build.sh
+	$(VENV)/bin/python conformance/run.py
+
+bench: install
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

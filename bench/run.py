@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""runv's benchmarks, measured side by side in one run.
+
+- the floor: a bare QEMU boot of the same kernel and initramfs to its init
+  (the agent answers `runv.probe=1` by rebooting at once);
+- `runv run` of /bin/true from a busybox bundle, against `runc run` and `crun run`
+  of the same bundle;
+- the wall time of `runv state` against `runc state`;
+- the host memory (PSS) of one idle container: its shim plus its QEMU.
+
+    bench/run.py [--runs N] [--docker]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from mkbundle import make_bundle  # noqa: E402
+
+RUNV = shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
+
+
+def timed(argv: list[str], **kw) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - t
+
+
+def median_of(runs: int, fn) -> float:
+    return statistics.median(fn(i) for i in range(runs))
+
+
+def floor_boot(i: int) -> float:
+    from runv import assets
+    from runv.accel import choose
+    from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine
+
+    a = assets.require()
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Machine(a.qemu, a.kernel, a.initrd, accel=choose(a).accel,
+                    kernel_args=KERNEL_ARGS + " runv.probe=1",
+                    devices=[Console(os.path.join(tmp, "console.log"))])
+        return timed(m.argv())
+
+
+def runtime_run(runtime: str, root: str, bundle: str):
+    def one(i: int) -> float:
+        return timed([runtime, "--root", root, "run", "--bundle", bundle, f"bench-{i}"])
+    return one
+
+
+def runtime_state(runtime: str, root: str, cid: str):
+    def one(i: int) -> float:
+        return timed([runtime, "--root", root, "state", cid])
+    return one
+
+
+def pss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_memory(root: str, bundle: str) -> tuple[int, int]:
+    cid = "bench-idle"
+    subprocess.run([RUNV, "--root", root, "run", "-d", "--bundle", bundle, cid], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        with open(os.path.join(root, cid, "state.json")) as f:
+            st = json.load(f)
+        return pss_kb(st["pid"]), pss_kb(st["qemu_pid"])
+    finally:
+        subprocess.run([RUNV, "--root", root, "delete", "--force", cid])
+
+
+def docker_ratio(runs: int) -> tuple[float, float] | None:
+    if not shutil.which("docker"):
+        return None
+    def one(runtime):
+        return lambda i: timed(["docker", "run", "--rm", "--runtime", runtime, "busybox:local", "true"])
+    return median_of(runs, one("runv")), median_of(runs, one("runc"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--docker", action="store_true", help="also time docker run --rm (needs dockerd with runv)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="runv-bench-") as tmp:
+        bundle = make_bundle(os.path.join(tmp, "bundle"), ["/bin/true"])
+        sleeper = make_bundle(os.path.join(tmp, "sleeper"), ["sleep", "600"])
+        roots = {rt: os.path.join(tmp, f"root-{rt}") for rt in ("runv", "runc", "crun")}
+        floor = median_of(args.runs, floor_boot)
+        results = {"floor (bare QEMU boot)": floor}
+        results["runv run true"] = median_of(args.runs, runtime_run(RUNV, roots["runv"], bundle))
+        for rt in ("runc", "crun"):
+            if shutil.which(rt):
+                results[f"{rt} run true"] = median_of(args.runs, runtime_run(rt, roots[rt], bundle))
+
+        # `state` on a live container, for runv and runc
+        subprocess.run([RUNV, "--root", roots["runv"], "run", "-d", "--bundle", sleeper, "st"],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        subprocess.run(["runc", "--root", roots["runc"], "run", "-d", "--bundle", sleeper, "st"],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            runv_state = median_of(20, runtime_state(RUNV, roots["runv"], "st"))
+            runc_state = median_of(20, runtime_state("runc", roots["runc"], "st"))
+        finally:
+            subprocess.run([RUNV, "--root", roots["runv"], "delete", "--force", "st"])
+            subprocess.run(["runc", "--root", roots["runc"], "delete", "--force", "st"])
+        shim_kb, qemu_kb = idle_memory(roots["runv"], sleeper)
+        docker = docker_ratio(args.runs) if args.docker else None
+
+    runv_t = results["runv run true"]
+    print(f"{'measure':32} {'median (s)':>10}")
+    for name, value in results.items():
+        print(f"{name:32} {value:10.3f}")
+    print(f"{'runv state':32} {runv_state:10.4f}")
+    print(f"{'runc state':32} {runc_state:10.4f}")
+    print()
+    print(f"runv / floor:          {runv_t / floor:6.2f}  (overhead above the floor: "
+          f"{(runv_t - floor) * 1000:.0f} ms, {(runv_t / floor - 1) * 100:.1f}%; target < 15%)")
+    if "runc run true" in results:
+        print(f"runv / runc:           {runv_t / results['runc run true']:6.2f}")
+    if "crun run true" in results:
+        print(f"runv / crun:           {runv_t / results['crun run true']:6.2f}")
+    print(f"runv state / runc state: {runv_state / runc_state:4.2f}  (target < 3)")
+    print(f"idle container PSS:    shim {shim_kb / 1024:.1f} MiB + QEMU {qemu_kb / 1024:.1f} MiB "
+          f"= {(shim_kb + qemu_kb) / 1024:.1f} MiB")
+    if docker:
+        print(f"docker run --rm true:  runv {docker[0]:.3f} s, runc {docker[1]:.3f} s, "
+              f"ratio {docker[0] / docker[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Turn an OCI config into the agent's CREATE/EXEC records (docs/protocol.md).
+
+Everything that needs parsing happens here, on the host, so that the agent in
+the guest only applies ready values (mount flags are parsed the way runc does).
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from runv.agent.protocol import Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 0x10, 0x20, 0x40, 0x80
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 0x400, 0x800, 0x1000, 0x4000
+MS_SILENT, MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 0x8000, 0x20000, 0x40000, 0x80000, 0x100000
+MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 0x200000, 0x1000000, 0x2000000
+
+# option -> (clear?, flag), as runc's parseMountOptions
+MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, MS_SYNCHRONOUS), "atime": (True, MS_NOATIME), "bind": (False, MS_BIND),
+    "defaults": (False, 0), "dev": (True, MS_NODEV), "diratime": (True, MS_NODIRATIME),
+    "dirsync": (False, MS_DIRSYNC), "exec": (True, MS_NOEXEC), "mand": (False, MS_MANDLOCK),
+    "noatime": (False, MS_NOATIME), "nodev": (False, MS_NODEV),
+    "nodiratime": (False, MS_NODIRATIME), "noexec": (False, MS_NOEXEC),
+    "nomand": (True, MS_MANDLOCK), "norelatime": (True, MS_RELATIME),
+    "nostrictatime": (True, MS_STRICTATIME), "nosuid": (False, MS_NOSUID),
+    "rbind": (False, MS_BIND | MS_REC), "relatime": (False, MS_RELATIME),
+    "remount": (False, MS_REMOUNT), "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
+    "silent": (False, MS_SILENT), "strictatime": (False, MS_STRICTATIME),
+    "suid": (True, MS_NOSUID), "sync": (False, MS_SYNCHRONOUS), "lazytime": (False, MS_LAZYTIME),
+    "nolazytime": (True, MS_LAZYTIME), "loud": (True, MS_SILENT),
+}
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x02000000
+NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
+                   "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
+
+
+def parse_mount_options(options: list[str]) -> tuple[int, int, str]:
+    """(flags, propagation flags, data) from an OCI mount's options."""
+    flags = pflags = 0
+    data = []
+    for opt in options:
+        if opt in MOUNT_FLAGS:
+            clear, bit = MOUNT_FLAGS[opt]
+            flags = flags & ~bit if clear else flags | bit
+        elif opt in PROPAGATION:
+            pflags |= PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, pflags, ",".join(data)
+
+
+def mount_record(mtype: str, source: str, dest: str, options: list[str]) -> bytes:
+    flags, pflags, data = parse_mount_options(options)
+    if mtype == "bind":
+        flags |= MS_BIND
+    return rec_cstrs(Tag.MOUNT, struct.pack("<II", flags, pflags), mtype, source, dest, data)
+
+
+def process_records(process: dict[str, Any]) -> bytes:
+    """The records every process has, whether init (CREATE) or exec'd (EXEC)."""
+    out = [rec_str(Tag.ARG, a) for a in process.get("args") or []]
+    out += [rec_str(Tag.ENV, e) for e in process.get("env") or []]
+    out.append(rec_str(Tag.CWD, process.get("cwd") or "/"))
+    user = process.get("user") or {}
+    out.append(rec_u32(Tag.UID, user.get("uid", 0)))
+    out.append(rec_u32(Tag.GID, user.get("gid", 0)))
+    out += [rec_u32(Tag.ADDGID, g) for g in user.get("additionalGids") or []]
+    if "umask" in user:
+        out.append(rec_u32(Tag.UMASK, user["umask"]))
+    out.append(rec_u32(Tag.TERMINAL, int(bool(process.get("terminal")))))
+    return b"".join(out)
+
+
+def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tuple[str, str]]) -> bytes:
+    """CREATE's records. `mounts` are ready MOUNT records (host paths already
+    rewritten to guest shares); `shares` are (9p tag, guest dir) pairs."""
+    linux = config.get("linux") or {}
+    out = [process_records(config["process"])]
+    if config.get("hostname"):
+        out.append(rec_str(Tag.HOSTNAME, config["hostname"]))
+    if config.get("domainname"):
+        out.append(rec_str(Tag.DOMAINNAME, config["domainname"]))
+    out.append(rec_u32(Tag.ROOT_READONLY, int(bool((config.get("root") or {}).get("readonly")))))
+    out += [rec_cstrs(Tag.SHARE, b"", tag, guest_dir) for tag, guest_dir in shares]
+    out.append(rec_u32(Tag.NAMESPACES, namespace_flags(linux)))
+    out += mounts
+    return b"".join(out)
+
+
+def namespace_flags(linux: dict[str, Any]) -> int:
+    """Clone flags for the namespaces the guest creates; a mount namespace always,
+    so that the agent keeps its own view. Network stays the VM's (one NIC set)."""
+    flags = CLONE_NEWNS
+    for ns in linux.get("namespaces") or []:
+        if not ns.get("path"):
+            flags |= NAMESPACE_FLAGS.get(ns.get("type", ""), 0)
+    return flags & ~CLONE_NEWUSER
+
+
+__all__ = ["create_records", "process_records", "mount_record", "parse_mount_options",
+           "namespace_flags", "record", "rec_i32"]

@@ -1,0 +1,101 @@
+"""Read and check a bundle's config.json against the OCI runtime-spec (spec/*.json).
+
+Every problem is raised as a one-line SpecError. jsonschema is imported only when
+a config is validated: it is slow to import and most commands never need it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runv.errors import SpecError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spec")
+SCHEMA_FILES = ("config-schema.json", "config-linux.json", "defs.json", "defs-linux.json")
+ROOT_SCHEMA = SCHEMA_FILES[0]
+MAX_MESSAGE = 300  # characters of jsonschema's message kept (it quotes the bad value)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: str  # absolute bundle directory
+    config: dict[str, Any]
+    rootfs: str  # absolute root.path
+
+
+def load(bundle: str) -> Bundle:
+    """Read, validate and check <bundle>/config.json for create/run."""
+    config_path = os.path.join(bundle, "config.json")
+    try:
+        with open(config_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise SpecError(f"open {config_path}: {(e.strerror or str(e)).lower()}") from None
+    try:
+        config = json.loads(raw)
+    except UnicodeDecodeError as e:
+        raise SpecError(f"config.json: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except json.JSONDecodeError as e:
+        raise SpecError(f"config.json: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    validate(config)
+    process = config.get("process")
+    if process is None:
+        raise SpecError("config.json: process is required to create a container")
+    if not process.get("args"):
+        raise SpecError("config.json: process.args must not be empty")
+    if not os.path.isabs(process["cwd"]):
+        raise SpecError(f"config.json: process.cwd {process['cwd']!r} must be an absolute path")
+    if "root" not in config:
+        raise SpecError("config.json: root.path is required")
+    path = os.path.abspath(bundle)
+    rootfs = os.path.normpath(os.path.join(path, config["root"]["path"]))
+    if not os.path.exists(rootfs):
+        raise SpecError(f"rootfs ({rootfs}) does not exist")
+    if not os.path.isdir(rootfs):
+        raise SpecError(f"rootfs ({rootfs}) is not a directory")
+    return Bundle(path=path, config=config, rootfs=rootfs)
+
+
+def validate(config: Any) -> None:
+    """Raise SpecError naming the most relevant place where config breaks the schema."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(config))
+    if error is None:
+        return
+    where = json_path(error.absolute_path)
+    message = " ".join(error.message.split())
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - 3] + "..."
+    raise SpecError(f"config.json: {where + ': ' if where else ''}{message}")
+
+
+def json_path(path: Any) -> str:
+    """['process', 'user', 'uid'] -> 'process.user.uid'; indexes as [i]."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@functools.cache
+def _validator() -> Validator:
+    """The schema, compiled once per process; its $refs resolve among spec/*.json only."""
+    from jsonschema.validators import validator_for
+    from referencing import Registry, Resource
+
+    schemas = {}
+    for name in SCHEMA_FILES:
+        with open(os.path.join(SCHEMA_DIR, name)) as f:
+            schemas[name] = json.load(f)
+    registry: Registry = Registry().with_resources(
+        (name, Resource.from_contents(s)) for name, s in schemas.items())
+    root = schemas[ROOT_SCHEMA]
+    cls = validator_for(root)
+    return cls(root, registry=registry)

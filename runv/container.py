@@ -1,0 +1,120 @@
+"""The Container: the only code that moves a container between states.
+
+The status is recomputed from live facts before every action: a container
+whose shim is gone is stopped, whatever state.json last said.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+from runv import proc, shim_client
+from runv.errors import InvalidState
+from runv.state import State, StateDir
+from runv.status import Status, require
+
+
+@dataclass
+class Container:
+    dir: StateDir
+    state: State
+
+    @classmethod
+    def load(cls, root: str, container_id: str, lock: bool = False) -> "Container":
+        sd = StateDir(root, container_id)
+        if lock:
+            sd.lock()
+        return cls(sd, sd.read())
+
+    @property
+    def id(self) -> str:
+        return self.dir.id
+
+    @property
+    def status(self) -> Status:
+        st = Status(self.state.status)
+        if st is Status.CREATING:
+            return st if self.shim_alive() or not self.state.pid else Status.STOPPED
+        if st is not Status.STOPPED and not self.shim_alive():
+            return Status.STOPPED
+        return st
+
+    def shim_alive(self) -> bool:
+        return proc.alive(self.state.pid, self.state.pid_start)
+
+    def oci_state(self) -> dict:
+        status = self.status
+        return {
+            "ociVersion": _oci_version(),
+            "id": self.id,
+            "pid": self.state.pid if status is not Status.STOPPED else 0,
+            "status": status.value,
+            "bundle": self.state.bundle,
+            "rootfs": self.state.rootfs,
+            "created": self.state.created,
+            "annotations": self.state.annotations,
+            "owner": "",
+        }
+
+    def _call(self, op: str, **args) -> dict:
+        return shim_client.call(self.dir.file("shim.sock"), op, **args)
+
+    def start(self) -> None:
+        require(self.status.can_start(), self.id, "start", self.status)
+        self._call("start")
+
+    def kill(self, signo: int, all_processes: bool = False) -> None:
+        status = self.status
+        if not status.can_kill():
+            raise InvalidState("container not running")
+        self._call("kill", signal=signo, all=all_processes)
+
+    def pause(self) -> None:
+        require(self.status.can_pause(), self.id, "pause", self.status)
+        self._call("pause")
+
+    def resume(self) -> None:
+        require(self.status.can_resume(), self.id, "resume", self.status)
+        self._call("resume")
+
+    def processes(self) -> list[int]:
+        if self.status is Status.STOPPED:
+            return []
+        return self._call("ps")["pids"]
+
+    def delete(self, force: bool = False) -> None:
+        status = self.status
+        if not status.can_delete():
+            if not force:
+                raise InvalidState(
+                    f"cannot delete container {self.id} that is not stopped: {status.value}")
+            self.destroy()
+        else:
+            # The container has exited; give its shim a moment to finish up.
+            if not proc.wait_gone(self.state.pid, self.state.pid_start, 2.0):
+                self.destroy()
+        self.dir.remove()
+
+    def destroy(self) -> None:
+        """Kill the shim and its VM, whatever they are doing."""
+        proc.kill(self.state.pid, signal.SIGKILL) if self.shim_alive() else None
+        qemu_start = proc.start_time(self.state.qemu_pid) if self.state.qemu_pid else None
+        if qemu_start is not None and _is_qemu(self.state.qemu_pid):
+            proc.kill(self.state.qemu_pid, signal.SIGKILL)
+            proc.wait_gone(self.state.qemu_pid, qemu_start, 5.0)
+        proc.wait_gone(self.state.pid, self.state.pid_start, 5.0)
+
+
+def _is_qemu(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().startswith("qemu")
+    except OSError:
+        return False
+
+
+def _oci_version() -> str:
+    from runv import OCI_VERSION
+
+    return OCI_VERSION

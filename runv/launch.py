@@ -1,0 +1,156 @@
+"""`create` and `run`: validate the bundle, make the state dir, fork the shim and
+wait until it reports the container created (or why not)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from runv import errors, log
+from runv.state import State, StateDir
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
+           console_socket: str | None, foreground: bool = False) -> int:
+    """Create the container; return the shim's pid (the container's pid)."""
+    from runv import config
+
+    sd = StateDir(root, container_id)
+    bundle = config.load(bundle_dir)
+    terminal = bool(bundle.config["process"].get("terminal"))
+    if terminal and not console_socket and not foreground:
+        raise errors.InvalidArgument(
+            "cannot allocate tty if runv will detach without setting console socket")
+    if console_socket and not terminal:
+        raise errors.InvalidArgument("--console-socket given but process.terminal is false")
+    sd.create()
+    try:
+        state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
+                      created=log.now(), annotations=bundle.config.get("annotations") or {})
+        sd.write(state)
+        pid = _fork_shim(sd, state, bundle, console_socket)
+        if pid_file:
+            _write_pid_file(pid_file, pid)
+    except BaseException:
+        _cleanup(sd)
+        raise
+    sd.unlock()
+    return pid
+
+
+def _fork_shim(sd: StateDir, state: State, bundle, console_socket: str | None) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        from runv.shim import main
+
+        main(sd, state, bundle, console_socket, w)  # never returns
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        line = f.readline()
+    try:
+        reply = json.loads(line) if line else {"error": "the shim died while starting"}
+    except ValueError:
+        reply = {"error": "the shim sent garbage while starting"}
+    if "error" in reply:
+        os.waitpid(pid, 0)
+        kind = getattr(errors, reply.get("kind", ""), errors.RunvError)
+        if not (isinstance(kind, type) and issubclass(kind, errors.RunvError)):
+            kind = errors.RunvError
+        raise kind(reply["error"])
+    return pid
+
+
+def _cleanup(sd: StateDir) -> None:
+    """Undo a failed create: whatever the shim left, then the state dir."""
+    from runv.container import Container
+
+    try:
+        Container(sd, sd.read()).destroy()
+    except errors.RunvError:
+        pass
+    sd.remove()
+
+
+def run_container(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
+                  console_socket: str | None, detach: bool, keep: bool) -> int:
+    from runv.container import Container
+
+    pid = create(root, container_id, bundle_dir, pid_file, console_socket, foreground=not detach)
+    try:
+        Container.load(root, container_id, lock=True).start()
+    except errors.RunvError:
+        Container.load(root, container_id, lock=True).delete(force=True)
+        raise
+    if detach:
+        return 0
+    with _raw_terminal_if_needed(root, container_id, console_socket):
+        code = _wait_forwarding_signals(root, container_id, pid)
+    if not keep:
+        try:
+            Container.load(root, container_id, lock=True).delete(force=True)
+        except errors.NotFound:
+            pass
+    return code
+
+
+def _wait_forwarding_signals(root: str, container_id: str, pid: int) -> int:
+    from runv.container import Container
+
+    def forward(signo, frame):
+        try:
+            Container.load(root, container_id).kill(signo)
+        except errors.RunvError:
+            pass
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+class _raw_terminal_if_needed:
+    """`run` on a terminal with process.terminal: our tty goes raw, the guest's pty cooks."""
+
+    def __init__(self, root: str, container_id: str, console_socket: str | None) -> None:
+        self.saved = None
+        if console_socket or not os.isatty(0):
+            return
+        from runv.container import Container
+
+        try:
+            with open(os.path.join(Container.load(root, container_id).state.bundle, "config.json")) as f:
+                terminal = json.load(f).get("process", {}).get("terminal")
+        except (OSError, ValueError, errors.RunvError):
+            terminal = False
+        if terminal:
+            import termios
+            import tty
+
+            self.saved = termios.tcgetattr(0)
+            tty.setraw(0)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)

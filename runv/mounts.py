@@ -1,0 +1,59 @@
+"""Map the config's mounts onto the VM: host bind sources become 9p shares,
+the rest are mounted by the agent inside the guest."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from runv.agent.spec import MS_RDONLY, mount_record, parse_mount_options
+from runv.errors import SpecError
+from runv.qemu.cmdline import Share
+
+SHARES_DIR = "/run/shares"  # in the guest, outside the container's root
+
+
+@dataclass
+class Plan:
+    records: list[bytes] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+    guest_dirs: list[tuple[str, str]] = field(default_factory=list)  # (tag, guest dir)
+
+
+def plan(config: dict[str, Any], bundle: str) -> Plan:
+    p = Plan()
+    for i, m in enumerate(config.get("mounts") or []):
+        dest = m.get("destination", "")
+        if not dest.startswith("/") or ".." in dest.split("/"):
+            raise SpecError(f"mount destination {dest!r} must be an absolute path without '..'")
+        mtype = m.get("type") or ""
+        options = m.get("options") or []
+        source = m.get("source") or mtype
+        is_bind = mtype == "bind" or "bind" in options or "rbind" in options
+        if is_bind:
+            source = _share(p, i, source, bundle, options)
+            mtype = "bind"
+        elif mtype == "cgroup":
+            # The guest is cgroup v2 only: give the container its unified hierarchy.
+            mtype, source = "cgroup2", "cgroup2"
+        p.records.append(mount_record(mtype, source, dest, options))
+    return p
+
+
+def _share(p: Plan, index: int, source: str, bundle: str, options: list[str]) -> str:
+    """Export a bind mount's host source and return its path in the guest."""
+    host = source if os.path.isabs(source) else os.path.join(bundle, source)
+    if not os.path.exists(host):
+        raise SpecError(f"mount source {source}: no such file or directory")
+    host = os.path.realpath(host)
+    tag = f"b{index}"
+    guest_dir = f"{SHARES_DIR}/{tag}"
+    readonly = bool(parse_mount_options(options)[0] & MS_RDONLY)
+    if os.path.isdir(host):
+        p.shares.append(Share(tag, host, readonly))
+        p.guest_dirs.append((tag, guest_dir))
+        return guest_dir
+    # A file: share its directory, bind just the file.
+    p.shares.append(Share(tag, os.path.dirname(host), readonly))
+    p.guest_dirs.append((tag, guest_dir))
+    return f"{guest_dir}/{os.path.basename(host)}"

@@ -1,0 +1,91 @@
+"""QEMU's argv, built from small device values that each know their arguments."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KERNEL_ARGS = "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies"
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory exported over virtio-9p."""
+    tag: str
+    path: str
+    readonly: bool = False
+
+    def args(self) -> list[str]:
+        ro = ",readonly=on" if self.readonly else ""
+        return ["-fsdev", f"local,id=fs-{self.tag},path={self.path},security_model=none{ro}",
+                "-device", f"virtio-9p-device,fsdev=fs-{self.tag},mount_tag={self.tag}"]
+
+
+@dataclass(frozen=True)
+class SerialPort:
+    """A virtio-serial port on a chardev socket already connected (an inherited fd)."""
+    name: str
+    fd: int
+
+    def args(self) -> list[str]:
+        cid = f"ch-{self.name.replace('.', '-')}"
+        return ["-device", "virtio-serial-device",
+                "-chardev", f"socket,id={cid},fd={self.fd}",
+                "-device", f"virtserialport,chardev={cid},name={self.name}"]
+
+
+@dataclass(frozen=True)
+class Qmp:
+    fd: int
+
+    def args(self) -> list[str]:
+        return ["-chardev", f"socket,id=qmp,fd={self.fd}", "-mon", "chardev=qmp,mode=control"]
+
+
+@dataclass(frozen=True)
+class Console:
+    """The guest's serial console, appended to a log file."""
+    path: str
+
+    def args(self) -> list[str]:
+        return ["-chardev", f"file,id=con,path={self.path}", "-serial", "chardev:con"]
+
+
+@dataclass(frozen=True)
+class Tap:
+    ifname: str
+    mac: str
+    index: int
+
+    def args(self) -> list[str]:
+        nid = f"net{self.index}"
+        return ["-netdev", f"tap,id={nid},ifname={self.ifname},script=no,downscript=no",
+                "-device", f"virtio-net-device,netdev={nid},mac={self.mac}"]
+
+
+@dataclass
+class Machine:
+    qemu: str
+    kernel: str
+    initrd: str
+    accel: str = "tcg"
+    memory_mb: int = 128
+    cpus: int = 1
+    kernel_args: str = KERNEL_ARGS
+    devices: list = field(default_factory=list)
+    sandbox: bool = True
+
+    def argv(self) -> list[str]:
+        cpu = "host" if self.accel == "kvm" else "max"
+        argv = [
+            self.qemu,
+            "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
+            "-accel", self.accel, "-cpu", cpu,
+            "-m", str(self.memory_mb), "-smp", str(self.cpus),
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-kernel", self.kernel, "-initrd", self.initrd, "-append", self.kernel_args,
+        ]
+        for dev in self.devices:
+            argv += dev.args()
+        if self.sandbox:
+            argv += ["-sandbox", SANDBOX]
+        return argv

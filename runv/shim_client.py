@@ -1,0 +1,37 @@
+"""Talk to a container's shim over its control socket: one JSON line each way."""
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from runv import errors
+
+_ERRORS = {
+    "NotFound": errors.NotFound,
+    "InvalidState": errors.InvalidState,
+    "AgentError": errors.AgentError,
+    "QemuError": errors.QemuError,
+}
+
+
+def call(sock_path: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(sock_path)
+        except OSError as e:
+            raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
+        s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise errors.InvalidState("the container's shim went away during the request")
+    reply = json.loads(data)
+    if "error" in reply:
+        raise _ERRORS.get(reply.get("kind", ""), errors.RunvError)(reply["error"])
+    return reply

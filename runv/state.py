@@ -1,0 +1,115 @@
+"""The state directory: <root>/<id>/ holding state.json, the shim's socket and logs.
+
+state.json is written atomically (temp file + rename). An exclusive flock on the
+container's directory serialises operations on one container.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+
+from runv.errors import Exists, InvalidArgument, NotFound
+
+DEFAULT_ROOT = "/run/runv"
+MAX_ID_LEN = 1024
+_ID_RE = re.compile(r"^[\w+\-.]+$")
+
+
+def check_id(container_id: str) -> None:
+    if not container_id:
+        raise InvalidArgument("container id cannot be empty")
+    if len(container_id) > MAX_ID_LEN:
+        raise InvalidArgument(f"invalid container id: longer than {MAX_ID_LEN} characters")
+    if container_id in (".", "..") or not _ID_RE.match(container_id):
+        raise InvalidArgument(f"invalid container id format: {container_id}")
+
+
+@dataclass
+class State:
+    id: str
+    bundle: str
+    status: str = "creating"
+    pid: int = 0
+    pid_start: int | None = None
+    qemu_pid: int = 0
+    rootfs: str = ""
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    accel: str = ""
+    netns: str = ""
+
+
+class StateDir:
+    """One container's directory under the root."""
+
+    def __init__(self, root: str, container_id: str) -> None:
+        check_id(container_id)
+        self.root = root
+        self.id = container_id
+        self.path = os.path.join(root, container_id)
+        self._lock_fd: int | None = None
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def state_file(self) -> str:
+        return self.file("state.json")
+
+    def exists(self) -> bool:
+        return os.path.exists(self.state_file)
+
+    def create(self) -> None:
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            raise Exists(f"container with id exists: {self.id}") from None
+        self.lock()
+
+    def lock(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"container does not exist: {self.id}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def read(self) -> State:
+        try:
+            with open(self.state_file) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise NotFound(f"container does not exist: {self.id}") from None
+        except ValueError:
+            raise NotFound(f"container state of {self.id} is unreadable") from None
+        known = State.__dataclass_fields__
+        return State(**{k: v for k, v in data.items() if k in known})
+
+    def write(self, state: State) -> None:
+        tmp = self.file(".state.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(state), f)
+        os.replace(tmp, self.state_file)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.exists(os.path.join(root, n, "state.json")))

@@ -1,0 +1,147 @@
+"""Relay one container process's stdio between host fds and its guest stream.
+
+Flow control follows docs/protocol.md: at most WINDOW unacknowledged stdin bytes
+go to the guest, and guest output is acknowledged only once it has been written
+to its host fd, so neither side buffers more than a window.
+Regular files and /dev/null cannot be polled; they are read and written directly.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import stat
+from typing import Any
+
+from runv.agent import protocol as P
+from runv.agent.protocol import Msg
+
+CHUNK = 4096  # a pipe that polls writable takes this much without blocking
+
+
+def _pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and os.isatty(fd)
+
+
+def _open_fd(fd: int) -> int | None:
+    try:
+        os.fstat(fd)
+        return fd
+    except OSError:
+        return None
+
+
+class Relay:
+    def __init__(self, stdin: int | None, stdout: int | None, stderr: int | None,
+                 terminal: bool = False) -> None:
+        self.terminal = terminal
+        self.stdin = stdin
+        self.out: dict[int, int | None] = {1: stdout, 2: stderr}
+        self.buf: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        self.unacked = 0
+        self.shim: Any = None
+        self.stream = 0
+
+    @classmethod
+    def for_init(cls, config: dict[str, Any], console_socket: str | None) -> "Relay":
+        terminal = bool((config.get("process") or {}).get("terminal"))
+        if terminal and console_socket:
+            from runv.console import open_for_socket
+
+            slave = open_for_socket(console_socket)
+            return cls(slave, os.dup(slave), None, terminal=True)
+        return cls(_open_fd(0), _open_fd(1), _open_fd(2), terminal=terminal)
+
+    def attach(self, shim: Any, stream: int) -> None:
+        self.shim, self.stream = shim, stream
+        if self.terminal and self.stdin is not None and os.isatty(self.stdin):
+            from runv.console import winsize
+
+            rows, cols = winsize(self.stdin)
+            if rows and cols:
+                shim.send(Msg.WINSIZE, stream, P.winsize_payload(rows, cols))
+        self._watch_stdin()
+
+    # --- stdin: host -> guest ----------------------------------------------
+
+    def _watch_stdin(self) -> None:
+        if self.stdin is None:
+            return
+        want = self.unacked < P.WINDOW
+        if not _pollable(self.stdin):
+            while self.stdin is not None and self.unacked < P.WINDOW:
+                self._read_stdin(selectors.EVENT_READ)
+            return
+        self.shim._set(self.stdin, selectors.EVENT_READ if want else 0, self._read_stdin)
+
+    def _read_stdin(self, mask: int) -> None:
+        try:
+            data = os.read(self.stdin, min(P.MAX_PAYLOAD, P.WINDOW - self.unacked))
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.shim._set(self.stdin, 0, None) if _pollable(self.stdin) else None
+            self.stdin = None
+            self.shim.send(Msg.STDIN, self.stream, b"")
+            return
+        self.unacked += len(data)
+        self.shim.send(Msg.STDIN, self.stream, data)
+        if self.unacked >= P.WINDOW and _pollable(self.stdin):
+            self.shim._set(self.stdin, 0, None)
+
+    def acked(self, which: int, nbytes: int) -> None:
+        if which == 0:
+            self.unacked = max(0, self.unacked - nbytes)
+            self._watch_stdin()
+
+    # --- stdout and stderr: guest -> host ------------------------------------
+
+    def output(self, which: int, data: bytes) -> None:
+        fd = self.out.get(which)
+        if not data:
+            return  # end of stream; the fd closes when the shim exits
+        if fd is None:
+            self.shim.send(Msg.ACK, self.stream, P.ack_payload(which, len(data)))
+            return
+        self.buf[which] += data
+        if _pollable(fd):
+            self.shim._set(fd, selectors.EVENT_WRITE, lambda m, w=which: self._write(w))
+        else:
+            self._write(which, all_of_it=True)
+
+    def _write(self, which: int, all_of_it: bool = False) -> None:
+        fd, buf = self.out[which], self.buf[which]
+        while buf:
+            try:
+                n = os.write(fd, buf[: len(buf) if all_of_it else CHUNK])
+            except BlockingIOError:
+                break
+            except OSError:
+                n = len(buf)  # the reader is gone: drop the output, keep the guest going
+            del buf[:n]
+            self.shim.send(Msg.ACK, self.stream, P.ack_payload(which, n))
+            if not all_of_it:
+                break
+        if not buf and fd is not None and _pollable(fd):
+            self.shim._set(fd, 0, None)
+
+    def finish(self) -> None:
+        """The process has exited: no more stdin goes to it."""
+        if self.stdin is not None:
+            if _pollable(self.stdin):
+                self.shim._set(self.stdin, 0, None)
+            self.stdin = None
+
+    def flush(self) -> None:
+        for which in (1, 2):
+            fd, buf = self.out[which], self.buf[which]
+            if fd is None:
+                continue
+            try:
+                os.set_blocking(fd, True)
+                while buf:
+                    del buf[: os.write(fd, buf)]
+            except OSError:
+                buf.clear()

@@ -1,0 +1,37 @@
+"""config.json -> agent records: mount options and namespaces, parsed as runc does."""
+import struct
+
+from runv.agent import spec
+from runv.agent.protocol import Tag, decode_records
+
+
+def test_mount_options():
+    flags, pflags, data = spec.parse_mount_options(["nosuid", "noexec", "nodev", "ro", "mode=755", "rprivate"])
+    assert flags == spec.MS_NOSUID | spec.MS_NOEXEC | spec.MS_NODEV | spec.MS_RDONLY
+    assert pflags == spec.MS_PRIVATE | spec.MS_REC
+    assert data == "mode=755"
+    assert spec.parse_mount_options(["ro", "rw"])[0] == 0
+
+
+def test_mount_record_layout():
+    (tag, value), = decode_records(spec.mount_record("tmpfs", "tmpfs", "/dev", ["nosuid", "mode=755"]))
+    assert tag == Tag.MOUNT
+    flags, pflags = struct.unpack_from("<II", value)
+    assert (flags, pflags) == (spec.MS_NOSUID, 0)
+    assert value[8:] == b"tmpfs\0tmpfs\0/dev\0mode=755\0"
+
+
+def test_namespaces_always_include_mount_and_skip_network_and_user():
+    linux = {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "user"},
+                            {"type": "uts", "path": "/proc/1/ns/uts"}]}
+    assert spec.namespace_flags(linux) == spec.CLONE_NEWNS | spec.CLONE_NEWPID
+    assert spec.namespace_flags({}) == spec.CLONE_NEWNS
+
+
+def test_process_records():
+    recs = decode_records(spec.process_records(
+        {"args": ["sh", "-c", "true"], "env": ["A=1"], "cwd": "/tmp",
+         "user": {"uid": 5, "gid": 6, "additionalGids": [7]}}))
+    assert [r for r in recs if r[0] == Tag.ARG] == [(Tag.ARG, b"sh"), (Tag.ARG, b"-c"), (Tag.ARG, b"true")]
+    assert (Tag.CWD, b"/tmp") in recs
+    assert (Tag.ADDGID, struct.pack("<I", 7)) in recs

@@ -1,0 +1,59 @@
+"""The state store, ids, statuses and signal names."""
+import os
+
+import pytest
+
+from runv.commands.kill import parse_signal
+from runv.errors import Exists, InvalidArgument, InvalidState, NotFound
+from runv.resources import guest_size
+from runv.state import State, StateDir, check_id, list_ids
+from runv.status import Status, require
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "..", ".", "x" * 1025, "a b", "../x"])
+def test_invalid_ids(bad):
+    with pytest.raises(InvalidArgument):
+        check_id(bad)
+
+
+def test_valid_ids():
+    for good in ["a", "abc-123_x.y", "x" * 1024]:
+        check_id(good)
+
+
+def test_state_dir_roundtrip(tmp_path):
+    sd = StateDir(str(tmp_path), "c1")
+    sd.create()
+    assert oct(os.stat(sd.path).st_mode & 0o777) == "0o700"
+    sd.write(State(id="c1", bundle="/b", status="created", pid=42))
+    assert sd.read().pid == 42
+    assert list_ids(str(tmp_path)) == ["c1"]
+    with pytest.raises(Exists):
+        StateDir(str(tmp_path), "c1").create()
+    sd.remove()
+    assert list_ids(str(tmp_path)) == []
+    with pytest.raises(NotFound):
+        StateDir(str(tmp_path), "c1").read()
+
+
+def test_status_transitions():
+    assert Status.CREATED.can_start() and not Status.RUNNING.can_start()
+    assert Status.STOPPED.can_delete() and not Status.RUNNING.can_delete()
+    assert not Status.STOPPED.can_kill()
+    with pytest.raises(InvalidState, match="cannot start container c in running state"):
+        require(Status.RUNNING.can_start(), "c", "start", Status.RUNNING)
+
+
+def test_signal_names():
+    assert parse_signal("TERM") == 15 == parse_signal("SIGTERM") == parse_signal("15")
+    assert parse_signal("kill") == 9
+    with pytest.raises(InvalidArgument):
+        parse_signal("NOPE")
+
+
+def test_guest_size():
+    assert guest_size({}).memory_mb == 128
+    size = guest_size({"linux": {"resources": {"memory": {"limit": 256 * 2**20},
+                                               "cpu": {"quota": 150000, "period": 100000}}}})
+    assert size.memory_mb == 256 + 32
+    assert size.cpus == min(2, os.cpu_count())
