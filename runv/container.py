@@ -58,7 +58,7 @@ class Container:
         }
 
     def _call(self, op: str, **args) -> dict:
-        return shim_client.call(self.dir.file("shim.sock"), op, **args)
+        return shim_client.call(self.dir.path, op, **args)
 
     def start(self) -> None:
         require(self.status.can_start(), self.id, "start", self.status)

@@ -81,11 +81,13 @@ def run_container(root: str, container_id: str, bundle_dir: str, pid_file: str |
     from runv.container import Container
 
     pid = create(root, container_id, bundle_dir, pid_file, console_socket, foreground=not detach)
+    c = Container.load(root, container_id, lock=True)
     try:
-        Container.load(root, container_id, lock=True).start()
+        c.start()
     except errors.RunvError:
-        Container.load(root, container_id, lock=True).delete(force=True)
+        c.delete(force=True)
         raise
+    c.dir.unlock()
     if detach:
         return 0
     with _raw_terminal_if_needed(root, container_id, console_socket):

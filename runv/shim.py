@@ -43,6 +43,7 @@ class Shim:
         self.exit_code: int | None = None
         self.shutdown_deadline: float | None = None
         self.control: socket.socket | None = None
+        self.qmp: Any = None
         self.vm.agent.setblocking(False)
 
     # --- the agent link ---------------------------------------------------
@@ -137,9 +138,11 @@ class Shim:
     # --- the control socket -------------------------------------------------
 
     def serve_control(self) -> None:
-        path = self.sd.file("shim.sock")
+        from runv.shim_client import SOCKET
+
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.bind(path)
+        os.chdir(self.sd.path)  # bind relatively: the absolute path may be too long
+        s.bind(SOCKET)
         s.listen(16)
         self.control = s
         self._set(s, selectors.EVENT_READ, self._on_accept)
@@ -201,8 +204,10 @@ class Shim:
     def _pause(self, pause: bool) -> dict[str, Any]:
         from runv.qemu.qmp import QMP
 
+        if self.qmp is None:
+            self.qmp = QMP(self.vm.qmp)
         try:
-            QMP(self.vm.qmp).execute("stop" if pause else "cont")
+            self.qmp.execute("stop" if pause else "cont")
         except (QemuError, OSError) as e:
             return {"error": str(e), "kind": "QemuError"}
         self.state.status = "paused" if pause else "running"

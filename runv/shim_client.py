@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
 from runv import errors
+
+SOCKET = "shim.sock"
 
 _ERRORS = {
     "NotFound": errors.NotFound,
@@ -15,13 +18,18 @@ _ERRORS = {
 }
 
 
-def call(sock_path: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
+def call(state_dir: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
+    # Engines' state dirs are deep: reach the socket through a short /proc path,
+    # since a unix socket path may not exceed 107 bytes.
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
-            s.connect(sock_path)
+            s.connect(f"/proc/self/fd/{dir_fd}/{SOCKET}")
         except OSError as e:
             raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
+        finally:
+            os.close(dir_fd)
         s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

@@ -76,16 +76,40 @@ class Machine:
 
     def argv(self) -> list[str]:
         cpu = "host" if self.accel == "kvm" else "max"
+        kernel_args = self.kernel_args
+        if self.accel == "tcg" and host_tsc_khz():
+            # Under TCG the guest's TSC runs at the host's rate. Telling the kernel
+            # spares it calibrating against the emulated PIT, which hangs the boot
+            # when the host is busy.
+            kernel_args += f" tsc_early_khz={host_tsc_khz()}"
         argv = [
             self.qemu,
             "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
             "-accel", self.accel, "-cpu", cpu,
             "-m", str(self.memory_mb), "-smp", str(self.cpus),
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-kernel", self.kernel, "-initrd", self.initrd, "-append", self.kernel_args,
+            "-kernel", self.kernel, "-initrd", self.initrd, "-append", kernel_args,
         ]
         for dev in self.devices:
             argv += dev.args()
         if self.sandbox:
             argv += ["-sandbox", SANDBOX]
         return argv
+
+
+_tsc_khz: int | None = None
+
+
+def host_tsc_khz() -> int:
+    global _tsc_khz
+    if _tsc_khz is None:
+        _tsc_khz = 0
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("cpu MHz"):
+                        _tsc_khz = int(float(line.split(":")[1]) * 1000)
+                        break
+        except (OSError, ValueError):
+            pass
+    return _tsc_khz

@@ -27,7 +27,19 @@ class Runv:
     env: dict[str, str]
 
     def __call__(self, *args: str, input: bytes | None = None, timeout: float = 180,
-                 check: bool = False, **kw) -> subprocess.CompletedProcess:
+                 check: bool = False, detached: bool = False, **kw) -> subprocess.CompletedProcess:
+        """Run runv. `detached`: for create and run -d, whose shim keeps the
+        container's stdio open, so output goes through files instead of pipes."""
+        if detached:
+            import tempfile
+
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                r = subprocess.run([RUNV, "--root", self.root, *args], stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=err, timeout=timeout, env=self.env, **kw)
+                out.seek(0)
+                err.seek(0)
+                r.stdout, r.stderr = out.read(), err.read()
+            return r
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
         r = subprocess.run([RUNV, "--root", self.root, *args], input=input, timeout=timeout,

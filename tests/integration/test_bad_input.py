@@ -9,8 +9,6 @@ import time
 
 from conftest import leftovers, one_line_error
 
-DEVNULL = dict(stdin=open(os.devnull), stdout=open(os.devnull, "w"))
-
 
 def assert_clean(runv):
     assert not os.path.isdir(runv.root) or os.listdir(runv.root) == []
@@ -53,7 +51,7 @@ def test_missing_rootfs(runv, make_bundle):
 
 
 def test_missing_executable_fails_at_create(runv, make_bundle):
-    line = one_line_error(runv("create", "--bundle", make_bundle(["/no/such/binary"]), "c", **DEVNULL))
+    line = one_line_error(runv("create", "--bundle", make_bundle(["/no/such/binary"]), "c", detached=True))
     assert "/no/such/binary" in line
     assert_clean(runv)
 
@@ -74,9 +72,9 @@ def test_invalid_ids(runv, make_bundle):
 
 def test_duplicate_id_and_wrong_states(runv, make_bundle):
     bundle = make_bundle(["sleep", "300"])
-    assert runv("create", "--bundle", bundle, "dup", **DEVNULL).returncode == 0
+    assert runv("create", "--bundle", bundle, "dup", detached=True).returncode == 0
     try:
-        assert "exists" in one_line_error(runv("create", "--bundle", bundle, "dup", **DEVNULL))
+        assert "exists" in one_line_error(runv("create", "--bundle", bundle, "dup", detached=True))
         assert runv("start", "dup").returncode == 0
         assert "running" in one_line_error(runv("start", "dup"))
         assert "not stopped" in one_line_error(runv("delete", "dup"))
@@ -102,7 +100,7 @@ def test_qemu_that_fails_to_start(runv, make_bundle, tmp_path):
 
 
 def test_qemu_that_dies(runv, make_bundle):
-    assert runv("run", "-d", "--bundle", make_bundle(["sleep", "300"]), "qd", **DEVNULL).returncode == 0
+    assert runv("run", "-d", "--bundle", make_bundle(["sleep", "300"]), "qd", detached=True).returncode == 0
     state_file = os.path.join(runv.root, "qd", "state.json")
     qemu_pid = json.load(open(state_file))["qemu_pid"]
     os.kill(qemu_pid, signal.SIGKILL)

@@ -1,8 +1,10 @@
 """Golden argv for QEMU."""
+from runv.qemu import cmdline
 from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share
 
 
-def test_machine_argv():
+def test_machine_argv(monkeypatch):
+    monkeypatch.setattr(cmdline, "_tsc_khz", 2596122)
     m = Machine("/usr/bin/qemu-system-x86_64", "/k", "/i", memory_mb=256, cpus=2,
                 devices=[Console("/s/console.log"), SerialPort("runv.agent", 5), Qmp(6),
                          Share("rootfs", "/b/rootfs", readonly=True)])
@@ -12,7 +14,7 @@ def test_machine_argv():
         "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k", "-initrd", "/i",
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies",
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies tsc_early_khz=2596122",
         "-chardev", "file,id=con,path=/s/console.log", "-serial", "chardev:con",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ch-runv-agent,fd=5",

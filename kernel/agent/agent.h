@@ -1,0 +1,133 @@
+/* runv guest agent: shared declarations. */
+#ifndef RUNV_AGENT_H
+#define RUNV_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "proto.h"
+
+#define ROOTFS_DIR "/rootfs"
+
+/* ---- proto.c: frames and records ---- */
+
+struct arena;
+
+struct mountrec {
+    uint32_t flags, prop;
+    char *type, *source, *dest, *data;
+};
+struct rlim { uint32_t res; uint64_t soft, hard; };
+struct device { uint32_t type, major, minor, mode, uid, gid; char *path; };
+struct kv { char *key, *value; };
+
+/* A CREATE or EXEC request, parsed.  Everything lives in one arena. */
+struct spec {
+    struct arena *arena;
+    char **argv, **envp; /* NULL-terminated */
+    int nargv, nenv;
+    char *cwd, *hostname, *domainname, *exe;
+    uint32_t uid, gid;
+    uint32_t *gids;
+    int ngids;
+    int root_ro, terminal, nnp, has_oom, has_caps;
+    int32_t oom;
+    int umask; /* -1: unset */
+    uint64_t caps[5]; /* bounding, effective, inheritable, permitted, ambient */
+    struct rlim *rlimits;
+    int nrlimits;
+    void *seccomp;
+    size_t seccomp_len;
+    uint32_t seccomp_flags, rootprop, nsflags;
+    struct mountrec *mounts;
+    int nmounts;
+    char **masked, **readonly;
+    int nmasked, nreadonly;
+    struct kv *sysctls, *shares; /* shares: key = 9p tag, value = guest dir */
+    int nsysctls, nshares;
+    struct device *devices;
+    int ndevices;
+};
+
+int spec_parse(struct spec *s, const uint8_t *p, size_t len, struct error *e);
+void spec_free(struct spec *s);
+
+void port_init(int fd);
+int port_fd(void);
+/* Reads what the port has and dispatches whole frames; returns 0 when the host hung up. */
+int port_read(void);
+void send_frame(uint32_t type, uint32_t stream, const void *data, size_t len);
+void send_ok(uint32_t stream, const void *data, size_t len);
+void send_ok_u32(uint32_t stream, uint32_t v);
+void send_error(uint32_t stream, const struct error *e);
+void send_ready(void);
+
+static inline uint32_t get_u32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
+static inline uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+
+/* ---- dispatch.c ---- */
+void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len);
+
+/* ---- main.c ---- */
+extern int epfd, debug, in_agent;
+enum { KEY_PORT = 1, KEY_SIGNALFD = 2 }; /* epoll keys below 256; streams use stream << 8 | role */
+void ep_set(int fd, uint64_t key, uint32_t events, int *registered);
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void power_off(const char *why);
+void init_exited(void);
+
+/* ---- stdio.c ---- */
+struct outstream { int fd, ended, eos, watched; uint32_t unacked; };
+struct io {
+    struct outstream out[2]; /* stdout, stderr */
+    int in_fd, in_watched, in_closing, pty;
+    char *inbuf;
+    size_t inlen, incap;
+};
+struct proc;
+void io_init(struct io *io);
+int io_pipes(struct io *io, int child[3], struct error *e);
+void io_set_pty(struct proc *p, int master);
+void io_start(struct proc *p);
+void io_event(struct proc *p, int role, uint32_t events);
+void io_stdin(struct proc *p, const uint8_t *buf, size_t len);
+void io_ack(struct proc *p, uint32_t which, uint32_t n);
+void io_winsize(struct proc *p, uint16_t rows, uint16_t cols);
+int io_drain(struct proc *p);
+void io_close(struct io *io);
+int pty_open(int *master, int *slave, char *slave_path, size_t size, struct error *e);
+
+/* ---- process.c ---- */
+struct proc {
+    struct proc *next;
+    uint32_t stream;
+    pid_t pid;
+    int chan; /* socket to the child until START (init) */
+    int exited, status, done; /* reaped, its wait status, EXIT sent */
+    struct io io;
+};
+extern struct proc *procs, *init_proc;
+struct proc *proc_find(uint32_t stream);
+struct proc *proc_new(uint32_t stream);
+void proc_remove(struct proc *p);
+int proc_create_init(struct proc *p, struct spec *s, struct error *e);
+int proc_start_init(struct proc *p, struct error *e);
+int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e);
+void proc_reap(void);
+void proc_finish(struct proc *p);
+int container_pids(pid_t *out, int max);
+
+/* ---- net.c ---- */
+void net_lo_up(void);
+int net_configure(const uint8_t *p, size_t len, struct error *e);
+
+/* ---- container.c ---- */
+int mount_shares(struct spec *s, struct error *e);
+void umount_shares(struct spec *s);
+/* in the child, before execve: */
+int container_setup(struct spec *s, struct error *e);
+int lookup_exe(struct spec *s, struct error *e);
+
+#endif

@@ -1,0 +1,382 @@
+"""The container's network, joined to its VM: one tap per interface of the netns.
+
+An engine gives the container a network namespace holding, say, a veth whose
+peer sits on a bridge (docker moves it in from its prestart hook; CNI plugins
+do the same). The VM cannot use that veth directly, so for each such interface
+`setup()`, run inside that namespace (the shim lives there), makes a tap device
+(`tap0_runv`, `tap1_runv`, ...) for QEMU and joins the two with tc, as Kata's
+"tcfilter" networking and runV do: an `ingress` qdisc on both, and on each a
+`u32 match u32 0 0` filter whose action is `mirred egress redirect` to the other.
+Every frame that arrives on one leaves by the other, untouched. (`matchall`
+and `flower` would do too, but are not in every kernel.)
+
+The guest's NIC takes the veth's MAC address (the bridge and its neighbours
+already know it), its MTU and its addresses, and the guest adds the routes; so
+`setup()` returns all that per interface. It then removes the addresses from
+the veth: the redirect already keeps every incoming frame from the namespace's
+own stack, but an address left there would still make that stack speak for the
+guest's address (IPv6 duplicate address detection and router solicitations,
+gratuitous ARP), from the guest's MAC. Kata's tcfilter mode leaves them; its
+macvtap mode clears them "to prevent ARP conflict" and puts them back when the
+VM goes, and so does runv. In case the shim dies before its `teardown()` while
+the namespace lives on (a CNI or `ctr --with-ns` namespace), the veth's alias
+keeps the addresses and routes, and the next `setup()` starts from those.
+
+A namespace whose tap a QEMU still holds belongs to another VM: `setup()`
+refuses it (two VMs cannot share one NIC, so containers cannot share a network
+namespace). So does the host's namespace (`--network host`): handing the
+host's NICs to a VM would take the host off its own network.
+
+QEMU opens the tap with `-netdev tap,ifname=tapN_runv,script=no,downscript=no`
+and `-device virtio-net-device,mac=<veth mac>` (`Nic.device()`).
+
+pyroute2 is imported inside the functions: it costs ~0.4 s, and the light
+commands (`state`, `kill`, ...) must not pay for it.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+
+from runv.errors import RunvError
+
+TAP_SUFFIX = "_runv"
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+ETH_P_ALL = 0x0003
+ARPHRD_ETHER = 1
+IFF_LOOPBACK = 0x8
+INGRESS_HANDLE = 0xFFFF0000
+RT_TABLE_MAIN = 254
+RTPROT_KERNEL = 2
+RTN_UNICAST = 1
+FILTER_PRIO = 49152  # tc's default for the first filter; fixed, so that teardown can find ours
+
+# Interfaces that a namespace may hold but that are no container NIC: the
+# fallback devices some tunnel modules put in every namespace, and taps.
+SKIP_KINDS = frozenset({"gretap", "erspan", "ip6gretap", "ip6erspan", "tun"})
+
+
+class NetworkError(RunvError):
+    """The container's network could not be joined to the VM."""
+
+
+@dataclass(frozen=True)
+class Address:
+    family: int        # 4 or 6
+    address: str
+    prefixlen: int
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Route:
+    family: int          # 4 or 6
+    dst: str             # "0.0.0.0" or "::" for the default route
+    prefixlen: int
+    gateway: str | None  # None: the destination is on the link
+
+    def __str__(self) -> str:
+        via = f" via {self.gateway}" if self.gateway else ""
+        return f"{self.dst}/{self.prefixlen}{via}"
+
+
+@dataclass
+class Nic:
+    """One interface of the container's namespace and the tap that stands for it."""
+    ifname: str                 # its name in the namespace (eth0): the guest NIC's name too
+    tap: str                    # the tap QEMU opens (tap0_runv)
+    mac: str                    # the veth's MAC: the guest NIC's MAC
+    mtu: int
+    addresses: list[Address] = field(default_factory=list)
+    # The routes out of this interface, link routes first, without those the
+    # kernel makes by itself for an address (the prefix route, IPv6 link-local).
+    routes: list[Route] = field(default_factory=list)
+
+    def device(self, index: int):
+        """QEMU's device for this NIC (runv.qemu.cmdline.Tap)."""
+        from runv.qemu.cmdline import Tap
+
+        return Tap(ifname=self.tap, mac=self.mac, index=index)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- the tap
+
+def _make_tap(name: str) -> None:
+    """A persistent tap in the current network namespace, owned by nobody in particular."""
+    ifr = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading the namespace
+
+def _kind(link) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+def _candidates(ipr) -> list:
+    """The namespace's NICs, in index order: not lo, not a tunnel's fallback, not ours."""
+    found = []
+    for link in ipr.get_links():
+        name = link.get_attr("IFLA_IFNAME")
+        if link["flags"] & IFF_LOOPBACK or link["ifi_type"] != ARPHRD_ETHER:
+            continue
+        if name.endswith(TAP_SUFFIX) or _kind(link) in SKIP_KINDS:
+            continue
+        found.append(link)
+    return sorted(found, key=lambda link: link["index"])
+
+
+def _is_link_local6(address: str) -> bool:
+    return address.lower().startswith(("fe8", "fe9", "fea", "feb"))
+
+
+def _addresses(ipr, index: int) -> list[tuple[Address, object]]:
+    out = []
+    for msg in ipr.get_addr(index=index):
+        family = {2: 4, 10: 6}.get(msg["family"])
+        address = msg.get_attr("IFA_ADDRESS")
+        if family is None or address is None:
+            continue
+        out.append((Address(family, address, msg["prefixlen"]), msg))
+    return out
+
+
+def _routes(ipr, index: int) -> list[Route]:
+    routes = []
+    for family, af in ((4, 2), (6, 10)):
+        for msg in ipr.get_routes(family=af):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST or msg["proto"] == RTPROT_KERNEL:
+                continue
+            gateway = msg.get_attr("RTA_GATEWAY")
+            oif = msg.get_attr("RTA_OIF")
+            if oif is None:  # multipath: keep it if one of its hops leaves here
+                hops = msg.get_attr("RTA_MULTIPATH") or []
+                hop = next((h for h in hops if h["oif"] == index), None)
+                if hop is None:
+                    continue
+                gateway = hop.get_attr("RTA_GATEWAY")
+            elif oif != index:
+                continue
+            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 4 else "::")
+            if family == 6 and (_is_link_local6(dst) or dst.lower().startswith("ff")):
+                continue
+            routes.append(Route(family, dst, msg["dst_len"], gateway))
+    # Link routes first: a gateway must be reachable before a route can use it.
+    return sorted(routes, key=lambda r: (r.gateway is not None, r.family, -r.prefixlen))
+
+
+# ---------------------------------------------------------------- tc
+
+def _add_ingress(ipr, index: int) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        ipr.tc("add", "ingress", index, INGRESS_HANDLE)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+
+
+def _redirect(ipr, src: int, dst: int) -> None:
+    """tc filter add dev SRC parent ffff: protocol all u32 match u32 0 0
+       action mirred egress redirect dev DST"""
+    ipr.tc("add-filter", "u32", src, parent=INGRESS_HANDLE, protocol=ETH_P_ALL,
+           prio=FILTER_PRIO, target=0, keys=["0x0/0x0+0"],
+           action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": dst})
+
+
+# ---------------------------------------------------------------- setup and teardown
+
+PROC_NET_INIT_INO = 0xEFFFFFF9  # the initial network namespace's inode (<linux/proc_ns.h>)
+
+
+def in_host_namespace() -> bool:
+    """Is this process in the host's network namespace: the kernel's initial one,
+    or pid 1's (when runv itself runs in a container)?"""
+    mine = os.stat("/proc/self/ns/net").st_ino
+    if mine == PROC_NET_INIT_INO:
+        return True
+    try:
+        return mine == os.stat("/proc/1/ns/net").st_ino
+    except OSError:  # pid 1 may be out of reach
+        return False
+
+
+def setup() -> list[Nic]:
+    """Join every NIC of the current network namespace to a new tap; see the module doc.
+
+    Run it in the container's namespace, after the prestart hooks (docker's
+    moves the veth in then). A namespace with only `lo` gives []. On failure,
+    whatever it made is removed again and NetworkError says what went wrong.
+
+    It refuses to run in the host's namespace (a config without a network
+    namespace, as with `docker run --network host`): it would hand the host's
+    own NICs and addresses to the VM.
+    """
+    if in_host_namespace():
+        raise NetworkError("the container has no network namespace of its own; "
+                           "a VM cannot share the host's network (--network host)")
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    nics: list[Nic] = []
+    with IPRoute() as ipr:
+        taps = [link for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]
+        if any(link.get_attr("IFLA_CARRIER") for link in taps):
+            # A QEMU holds one: another VM took this namespace's NICs (a second
+            # container in a shared namespace, say). Its NICs cannot be had twice.
+            raise NetworkError("the network namespace is already joined to another container's VM")
+        if taps:  # left by a shim that died before its teardown: undo that setup first
+            _teardown(ipr, _leftovers(ipr))
+        current = ""
+        try:
+            for n, link in enumerate(_candidates(ipr)):
+                index = link["index"]
+                current = link.get_attr("IFLA_IFNAME")
+                addresses = _addresses(ipr, index)
+                nic = Nic(ifname=current, tap=f"tap{n}{TAP_SUFFIX}",
+                          mac=link.get_attr("IFLA_ADDRESS"), mtu=link.get_attr("IFLA_MTU"),
+                          addresses=[a for a, _ in addresses
+                                     if not (a.family == 6 and _is_link_local6(a.address))],
+                          routes=_routes(ipr, index))
+                if not nic.addresses and not nic.routes:
+                    # A namespace that outlived an earlier VM whose shim died
+                    # before its teardown: the veth's alias remembers its config.
+                    nic.addresses, nic.routes = _from_alias(link.get_attr("IFLA_IFALIAS"))
+                _make_tap(nic.tap)
+                nics.append(nic)
+                tap = ipr.link_lookup(ifname=nic.tap)[0]
+                ipr.link("set", index=tap, mtu=nic.mtu, state="up")
+                ipr.link("set", index=index, state="up")
+                _add_ingress(ipr, tap)
+                _add_ingress(ipr, index)
+                _redirect(ipr, index, tap)
+                _redirect(ipr, tap, index)
+                # The guest owns the addresses now (and with them the routes, read
+                # above); teardown() puts them back.
+                alias = _to_alias(nic)
+                if alias:
+                    ipr.link("set", index=index, ifalias=alias)
+                for _, msg in addresses:
+                    ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"),
+                             prefixlen=msg["prefixlen"])
+        except (NetlinkError, OSError) as e:
+            _teardown(ipr, nics)
+            reason = os.strerror(e.code) if isinstance(e, NetlinkError) else e.strerror
+            raise NetworkError(f"cannot join {current or 'the container network'} to the VM: {reason}") from None
+    return nics
+
+
+def teardown(nics: list[Nic] | None = None) -> None:
+    """Undo setup(): delete the taps, take the ingress qdisc off the interfaces they
+    stood for and give those back their addresses and routes. With nics None, every
+    `*_runv` tap of the namespace goes, and the config comes from the interfaces'
+    aliases. Safe to repeat."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        if nics is None:
+            nics = _leftovers(ipr)
+        _teardown(ipr, nics)
+
+
+def _leftovers(ipr) -> list[Nic]:
+    nics = [Nic(ifname="", tap=link.get_attr("IFLA_IFNAME"), mac="", mtu=0)
+            for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]
+    for link in _candidates(ipr):
+        alias = link.get_attr("IFLA_IFALIAS")
+        if _redirects(ipr, link["index"]) or (alias or "").startswith(ALIAS_PREFIX):
+            addresses, routes = _from_alias(alias)
+            nics.append(Nic(ifname=link.get_attr("IFLA_IFNAME"), tap="", mac="", mtu=0,
+                            addresses=addresses, routes=routes))
+    return nics
+
+
+def _redirects(ipr, index: int) -> bool:
+    """Does the interface carry an ingress qdisc (ours, or at least one like it)?"""
+    return any(q.get_attr("TCA_KIND") == "ingress" for q in ipr.get_qdiscs(index=index))
+
+
+def _teardown(ipr, nics: list[Nic]) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    def tolerant(call, *args, ok=(errno.ENODEV, errno.ENOENT, errno.EINVAL, errno.EEXIST,
+                                  errno.EADDRNOTAVAIL, errno.ENETUNREACH), **kwargs) -> None:
+        try:
+            call(*args, **kwargs)
+        except NetlinkError as e:
+            if e.code not in ok:
+                raise
+
+    for nic in nics:
+        if nic.tap and ipr.link_lookup(ifname=nic.tap):
+            tolerant(ipr.link, "del", index=ipr.link_lookup(ifname=nic.tap)[0])
+        found = ipr.link_lookup(ifname=nic.ifname) if nic.ifname else []
+        if not found:
+            continue
+        index = found[0]
+        if _redirects(ipr, index):
+            tolerant(ipr.tc, "del", "ingress", index, INGRESS_HANDLE)
+        present = {(a.address, a.prefixlen) for a, _ in _addresses(ipr, index)}
+        for a in nic.addresses:
+            if (a.address, a.prefixlen) not in present:
+                tolerant(ipr.addr, "add", index=index, address=a.address, prefixlen=a.prefixlen)
+        for r in nic.routes:
+            kwargs = {"gateway": r.gateway} if r.gateway else {}
+            tolerant(ipr.route, "add", dst=f"{r.dst}/{r.prefixlen}", oif=index,
+                     family=2 if r.family == 4 else 10, **kwargs)
+        tolerant(ipr.link, "set", index=index, ifalias="")
+
+
+# ---------------------------------------------------------------- the veth's memory
+
+ALIAS_PREFIX = "runv:"
+IFALIASZ = 255
+
+
+def _to_alias(nic: Nic) -> str:
+    """The NIC's addresses and routes, short enough for an interface alias, or ""."""
+    text = ALIAS_PREFIX + json.dumps(
+        {"a": [str(a) for a in nic.addresses],
+         "r": [[f"{r.dst}/{r.prefixlen}", r.gateway] for r in nic.routes]}, separators=(",", ":"))
+    return text if len(text.encode()) <= IFALIASZ else ""
+
+
+def _from_alias(alias: str | None) -> tuple[list[Address], list[Route]]:
+    if not alias or not alias.startswith(ALIAS_PREFIX):
+        return [], []
+    try:
+        data = json.loads(alias[len(ALIAS_PREFIX):])
+        addresses = []
+        for text in data["a"]:
+            address, prefixlen = text.rsplit("/", 1)
+            addresses.append(Address(6 if ":" in address else 4, address, int(prefixlen)))
+        routes = []
+        for dst, gateway in data["r"]:
+            dst, prefixlen = dst.rsplit("/", 1)
+            routes.append(Route(6 if ":" in dst else 4, dst, int(prefixlen), gateway))
+        return addresses, routes
+    except (ValueError, KeyError, TypeError):
+        return [], []

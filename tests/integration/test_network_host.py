@@ -1,0 +1,301 @@
+"""runv.network for real: a veth in a network namespace joined to a tap with tc.
+
+Each test makes its own namespaces: "ct" stands for the container's (the veth
+end docker or CNI would move in, as eth0), "peer" holds the other end (where a
+bridge would be). Nothing touches the host's own namespace. The setup runs in
+a forked child that has setns()'d into "ct", as the shim runs in it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+import pytest
+
+from runv import network, syscalls
+
+CT_ADDR, PEER_ADDR, PREFIX = "10.213.7.2", "10.213.7.1", 24
+CT_ADDR6 = "fd42:7::2"
+
+
+def ip(*args: str) -> str:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    assert r.returncode == 0, f"ip {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def tc_in(ns: str, *args: str) -> str:
+    r = subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True)
+    assert r.returncode == 0, f"tc {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def in_netns(ns: str, fn, *args):
+    """fn(*args) in a forked child inside the named network namespace; its result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            syscalls.setns(f"/run/netns/{ns}", syscalls.CLONE_NEWNET)
+            result = ("ok", fn(*args))
+        except BaseException:
+            result = ("error", traceback.format_exc())
+        try:
+            with os.fdopen(w, "wb") as f:
+                pickle.dump(result, f)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status == "error":
+        raise AssertionError(f"in netns {ns}:\n{value}")
+    return value
+
+
+@pytest.fixture
+def netns():
+    """ct (with eth0: addresses, routes, MTU 1400) and peer (with the other end)."""
+    tag = f"{os.getpid() % 100000}"
+    ct, peer = f"runv-ct{tag}", f"runv-peer{tag}"
+    ip("netns", "add", ct)
+    ip("netns", "add", peer)
+    try:
+        ip("-n", peer, "link", "add", "veth-peer", "type", "veth", "peer", "name", "eth0", "netns", ct)
+        ip("-n", peer, "addr", "add", f"{PEER_ADDR}/{PREFIX}", "dev", "veth-peer")
+        ip("-n", peer, "link", "set", "veth-peer", "up")
+        ip("-n", ct, "link", "set", "lo", "up")
+        ip("-n", ct, "link", "set", "eth0", "mtu", "1400", "up")
+        ip("-n", ct, "addr", "add", f"{CT_ADDR}/{PREFIX}", "dev", "eth0")
+        ip("-n", ct, "addr", "add", f"{CT_ADDR6}/64", "dev", "eth0", "nodad")
+        ip("-n", ct, "route", "add", "default", "via", PEER_ADDR)
+        ip("-n", ct, "route", "add", "10.99.0.0/16", "via", "10.213.7.254")
+        yield ct, peer
+    finally:
+        subprocess.run(["ip", "netns", "del", ct], capture_output=True)
+        subprocess.run(["ip", "netns", "del", peer], capture_output=True)
+
+
+def link_names(ns: str) -> list[str]:
+    return sorted(line.split()[1].split("@")[0].rstrip(":")
+                  for line in ip("-n", ns, "-o", "link", "show").splitlines())
+
+
+def eth0_mac(ns: str) -> str:
+    out = ip("-n", ns, "-o", "link", "show", "dev", "eth0")
+    return out.split("link/ether ")[1].split()[0]
+
+
+# ---------------------------------------------------------------- setup
+
+def test_setup_joins_eth0_to_a_tap(netns):
+    ct, _ = netns
+    mac = eth0_mac(ct)
+    nics = in_netns(ct, network.setup)
+
+    assert len(nics) == 1
+    nic = nics[0]
+    assert (nic.ifname, nic.tap, nic.mac, nic.mtu) == ("eth0", "tap0_runv", mac, 1400)
+    assert [str(a) for a in nic.addresses] == [f"{CT_ADDR}/{PREFIX}", f"{CT_ADDR6}/64"]
+    # The routes out of eth0, link routes first; not the kernel's prefix routes.
+    assert [str(r) for r in nic.routes if r.family == 4] == ["10.99.0.0/16 via 10.213.7.254", f"0.0.0.0/0 via {PEER_ADDR}"]
+    assert all(r.prefixlen != PREFIX for r in nic.routes)
+    assert nic.device(0).args() == [
+        "-netdev", "tap,id=net0,ifname=tap0_runv,script=no,downscript=no",
+        "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
+
+    assert link_names(ct) == ["eth0", "lo", "tap0_runv"]
+    tap = ip("-n", ct, "-o", "link", "show", "dev", "tap0_runv")
+    assert "mtu 1400" in tap and ",UP" in tap
+    assert "ingress ffff:" in tc_in(ct, "qdisc", "show", "dev", "eth0")
+    assert "ingress ffff:" in tc_in(ct, "qdisc", "show", "dev", "tap0_runv")
+    out = tc_in(ct, "filter", "show", "dev", "eth0", "ingress")
+    assert "u32" in out and "match 00000000/00000000 at 0" in out
+    assert "mirred (Egress Redirect to device tap0_runv)" in out
+    out = tc_in(ct, "filter", "show", "dev", "tap0_runv", "ingress")
+    assert "mirred (Egress Redirect to device eth0)" in out
+
+    # The addresses now belong to the guest alone.
+    addrs = ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+    assert CT_ADDR not in addrs and CT_ADDR6 not in addrs, addrs
+    # eth0 keeps its MAC: the guest NIC takes it.
+    assert eth0_mac(ct) == mac
+
+
+def test_setup_one_tap_per_interface(netns):
+    ct, peer = netns
+    ip("-n", peer, "link", "add", "veth-peer1", "type", "veth", "peer", "name", "eth1", "netns", ct)
+    ip("-n", ct, "addr", "add", "10.213.8.2/24", "dev", "eth1")
+    ip("-n", ct, "link", "set", "eth1", "up")
+    nics = in_netns(ct, network.setup)
+    assert [(n.ifname, n.tap) for n in nics] == [("eth0", "tap0_runv"), ("eth1", "tap1_runv")]
+    assert [str(a) for a in nics[1].addresses] == ["10.213.8.2/24"]
+    assert nics[1].routes == []
+    assert "mirred (Egress Redirect to device tap1_runv)" in tc_in(ct, "filter", "show", "dev", "eth1", "ingress")
+
+
+def test_only_loopback_gives_nothing():
+    ns = f"runv-lo{os.getpid() % 100000}"
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        assert in_netns(ns, network.setup) == []
+        assert link_names(ns) == ["lo"]
+    finally:
+        ip("netns", "del", ns)
+
+
+# ---------------------------------------------------------------- frames really flow
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def _play_guest(peer: str) -> dict:
+    """Set up, then act as the guest on the tap (as QEMU would hold it): answer the
+    peer's ARP request and its ping with eth0's MAC and address."""
+    import fcntl
+
+    nics = network.setup()
+    mac = bytes.fromhex(nics[0].mac.replace(":", ""))
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, network.TUNSETIFF, struct.pack("16sH", b"tap0_runv", network.IFF_TAP | network.IFF_NO_PI))
+    ping = subprocess.Popen(["ip", "netns", "exec", peer, "busybox", "ping", "-c", "1", "-W", "10", CT_ADDR],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = {"arp": False, "icmp": False}
+    me = bytes(map(int, CT_ADDR.split(".")))
+    deadline = time.monotonic() + 15
+    while not seen["icmp"] and time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        frame = os.read(fd, 65536)
+        src, ethertype = frame[6:12], struct.unpack("!H", frame[12:14])[0]
+        if ethertype == 0x0806 and frame[20:22] == b"\0\1" and frame[38:42] == me:  # who-has me
+            sha, spa = frame[22:28], frame[28:32]
+            reply = (src + mac + b"\x08\x06" + b"\0\1\x08\0\6\4\0\2" + mac + me + sha + spa)
+            os.write(fd, reply)
+            seen["arp"] = True
+        elif ethertype == 0x0800 and frame[23] == 1 and frame[30:34] == me:  # ICMP to me
+            ihl = (frame[14] & 0xF) * 4
+            ip_hdr, icmp = bytearray(frame[14:14 + ihl]), bytearray(frame[14 + ihl:])
+            if icmp[0] != 8:
+                continue
+            icmp[0], icmp[2:4] = 0, b"\0\0"
+            icmp[2:4] = struct.pack("!H", _checksum(bytes(icmp)))
+            ip_hdr[12:16], ip_hdr[16:20] = ip_hdr[16:20], ip_hdr[12:16]
+            ip_hdr[10:12] = b"\0\0"
+            ip_hdr[10:12] = struct.pack("!H", _checksum(bytes(ip_hdr)))
+            os.write(fd, src + mac + b"\x08\x00" + bytes(ip_hdr) + bytes(icmp))
+            seen["icmp"] = True
+    out, _ = ping.communicate(timeout=20)
+    os.close(fd)
+    return {**seen, "ping_rc": ping.returncode, "ping": out}
+
+
+def test_frames_flow_between_the_veth_and_the_tap(netns):
+    ct, peer = netns
+    result = in_netns(ct, _play_guest, peer)
+    assert result["arp"], result          # the peer's ARP request came out of the tap
+    assert result["icmp"], result         # and so did its ping, to the MAC the "guest" gave
+    assert result["ping_rc"] == 0, result  # whose reply, written to the tap, got back
+
+
+# ---------------------------------------------------------------- teardown
+
+def assert_restored(ct: str) -> None:
+    """eth0 as it was before setup: addresses, routes, no qdisc, no alias, no tap."""
+    assert link_names(ct) == ["eth0", "lo"]
+    assert "ingress" not in tc_in(ct, "qdisc", "show", "dev", "eth0")
+    addrs = ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+    assert f"{CT_ADDR}/{PREFIX}" in addrs and f"{CT_ADDR6}/64" in addrs, addrs
+    routes = ip("-n", ct, "route", "show")
+    assert f"default via {PEER_ADDR} dev eth0" in routes and "10.99.0.0/16 via 10.213.7.254 dev eth0" in routes, routes
+    assert "alias" not in ip("-n", ct, "-o", "link", "show", "dev", "eth0")
+
+
+def test_teardown_puts_eth0_back(netns):
+    ct, _ = netns
+    nics = in_netns(ct, network.setup)
+    in_netns(ct, network.teardown, nics)
+    assert_restored(ct)
+    in_netns(ct, network.teardown, nics)  # again: nothing to do, no error
+    assert_restored(ct)
+
+
+def test_teardown_without_the_list_finds_it_all(netns):
+    ct, _ = netns
+    in_netns(ct, network.setup)
+    in_netns(ct, network.teardown)
+    assert_restored(ct)
+
+
+def test_setup_again_after_a_shim_died(netns):
+    """A namespace that outlived a shim that died before its teardown: the next
+    setup starts over, and gets the addresses and routes back from eth0's alias."""
+    ct, _ = netns
+    first = in_netns(ct, network.setup)
+    assert CT_ADDR not in ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+    again = in_netns(ct, network.setup)
+    assert again == first
+    assert link_names(ct) == ["eth0", "lo", "tap0_runv"]
+    assert tc_in(ct, "filter", "show", "dev", "eth0", "ingress").count("mirred") == 1
+    in_netns(ct, network.teardown, again)
+    assert_restored(ct)
+
+
+def _hold_tap_and_setup_again() -> str:
+    import fcntl
+
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, network.TUNSETIFF, struct.pack("16sH", b"tap0_runv", network.IFF_TAP | network.IFF_NO_PI))
+    try:
+        network.setup()
+    except network.NetworkError as e:
+        return str(e)
+    finally:
+        os.close(fd)
+    return "no error"
+
+
+def test_a_namespace_already_joined_to_a_vm_is_refused(netns):
+    """A second container in the same namespace cannot take the NICs a running VM has."""
+    ct, _ = netns
+    in_netns(ct, network.setup)
+    assert "already joined" in in_netns(ct, _hold_tap_and_setup_again)
+    assert link_names(ct) == ["eth0", "lo", "tap0_runv"]
+    assert "Redirect to device tap0_runv" in tc_in(ct, "filter", "show", "dev", "eth0", "ingress")
+
+
+def test_import_stays_light():
+    """`runv state` and friends import runv modules freely: this one must not pull pyroute2."""
+    code = "import sys, runv.network; print('pyroute2' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "False\n"), r.stderr
+
+
+def test_refuses_the_host_namespace(netns, monkeypatch):
+    """In the host's namespace (no network namespace in the config), setup must not
+    touch a thing: it would hand the host's NICs to the VM. Checked inside ct, with
+    the check told it is the host's, so that a broken guard cannot harm the host."""
+    ct, _ = netns
+    assert network.in_host_namespace()
+    assert in_netns(ct, network.in_host_namespace) is False
+    monkeypatch.setattr(network, "in_host_namespace", lambda: True)
+    with pytest.raises(AssertionError, match="NetworkError: the container has no network namespace"):
+        in_netns(ct, network.setup)
+    assert link_names(ct) == ["eth0", "lo"]
+    assert CT_ADDR in ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
