@@ -42,7 +42,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("--rootless", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--version", action="store_true", help="print the version")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     # Only the module of the command being run is imported.
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, (module, help_) in COMMANDS.items():
@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     log.setup(args.log, args.log_format, args.debug)
-    if args.version and not args.command:
-        args.command = "version"
-    if not args.command:
+    if args.version and not args.verb:
+        args.verb = "version"
+    if not args.verb:
         parser.print_help()
         return 0
-    module = importlib.import_module(f"runv.commands.{COMMANDS[args.command][0]}")
     from runv.errors import RunvError
 
     try:
+        module = importlib.import_module(f"runv.commands.{COMMANDS[args.verb][0]}")
         return module.run(args) or 0
     except RunvError as e:
         return _fail(str(e), e.exit_code, args.debug)

@@ -44,6 +44,7 @@ class Container:
         return proc.alive(self.state.pid, self.state.pid_start)
 
     def oci_state(self) -> dict:
+        """The state as `runv state` prints it (and hooks get it on stdin)."""
         status = self.status
         return {
             "ociVersion": _oci_version(),
@@ -94,6 +95,12 @@ class Container:
             # The container has exited; give its shim a moment to finish up.
             if not proc.wait_gone(self.state.pid, self.state.pid_start, 2.0):
                 self.destroy()
+        if self.state.hooks.get("poststop") and status is not Status.CREATING:
+            from runv import hooks
+
+            state = self.oci_state()
+            state["status"] = "stopped"
+            hooks.run_warn(self.state.hooks, "poststop", state, self.state.bundle)
         self.dir.remove()
 
     def destroy(self) -> None:

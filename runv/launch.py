@@ -18,8 +18,11 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     """Create the container; return the shim's pid (the container's pid)."""
     from runv import config
 
+    from runv import hooks
+
     sd = StateDir(root, container_id)
     bundle = config.load(bundle_dir)
+    hooks.validate(bundle.config.get("hooks"))
     terminal = bool(bundle.config["process"].get("terminal"))
     if terminal and not console_socket and not foreground:
         raise errors.InvalidArgument(
@@ -29,7 +32,8 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     sd.create()
     try:
         state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
-                      created=log.now(), annotations=bundle.config.get("annotations") or {})
+                      created=log.now(), annotations=bundle.config.get("annotations") or {},
+                      hooks=bundle.config.get("hooks") or {})
         sd.write(state)
         pid = _fork_shim(sd, state, bundle, console_socket)
         if pid_file:

@@ -380,3 +380,25 @@ def _from_alias(alias: str | None) -> tuple[list[Address], list[Route]]:
         return addresses, routes
     except (ValueError, KeyError, TypeError):
         return [], []
+
+
+# ---------------------------------------------------------------- the guest's side
+
+def netif_records(nic: Nic) -> bytes:
+    """NETIF's records: the guest NIC takes the veth's name, MAC, MTU, addresses and routes."""
+    import ipaddress
+    import struct
+
+    from runv.agent.protocol import Tag, rec_str, rec_u32, record
+
+    out = [rec_str(Tag.NET_NAME, nic.ifname),
+           record(Tag.NET_MAC, bytes.fromhex(nic.mac.replace(":", ""))),
+           rec_u32(Tag.NET_MTU, nic.mtu)]
+    for a in nic.addresses:
+        out.append(record(Tag.NET_ADDR, struct.pack("<II", a.family, a.prefixlen)
+                          + ipaddress.ip_address(a.address).packed))
+    for r in nic.routes:
+        gateway = ipaddress.ip_address(r.gateway).packed if r.gateway else b""
+        out.append(record(Tag.NET_ROUTE, struct.pack("<II", r.family, r.prefixlen)
+                          + ipaddress.ip_address(r.dst).packed + gateway))
+    return b"".join(out)

@@ -40,6 +40,9 @@ class Shim:
         self.requests: collections.deque[tuple[bytes, Reply]] = collections.deque()
         self.inflight: Reply | None = None
         self.relays: dict[int, Relay] = {}
+        self.waiters: dict[int, Callable[[int], None]] = {}
+        self.next_stream = 2
+        self.nics: list[Any] = []
         self.exit_code: int | None = None
         self.shutdown_deadline: float | None = None
         self.control: socket.socket | None = None
@@ -111,6 +114,13 @@ class Shim:
         if relay:
             relay.finish()
         if stream != 1:
+            if relay:
+                relay.flush()
+                relay.close()
+                del self.relays[stream]
+            waiter = self.waiters.pop(stream, None)
+            if waiter:
+                waiter(code)
             return
         self.exit_code = code
         self.state.status = "stopped"
@@ -150,28 +160,33 @@ class Shim:
     def _on_accept(self, mask: int) -> None:
         conn, _ = self.control.accept()
         conn.settimeout(5.0)
+        fds: list[int] = []
         try:
             data = b""
             while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
+                chunk, more_fds, _, _ = socket.recv_fds(conn, 65536, 8)
+                fds += more_fds
                 if not chunk:
                     break
                 data += chunk
             req = json.loads(data)
         except (OSError, ValueError):
             conn.close()
+            for fd in fds:
+                os.close(fd)
             return
-        self._handle(conn, req)
+        self._handle(conn, req, fds)
 
-    def _handle(self, conn: socket.socket, req: dict[str, Any]) -> None:
+    def _handle(self, conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         op = req.get("op")
 
-        def answer(reply: dict[str, Any]) -> None:
+        def answer(reply: dict[str, Any], close: bool = True) -> None:
             try:
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except OSError:
                 pass
-            conn.close()
+            if close:
+                conn.close()
 
         def agent_reply(on_ok: Callable[[P.Frame], dict[str, Any]]) -> Reply:
             def cb(f: P.Frame) -> None:
@@ -182,17 +197,30 @@ class Shim:
                     answer(on_ok(f))
             return cb
 
-        if self.exit_code is not None and op in ("start", "kill", "ps", "pause", "resume"):
+        if op != "exec":
+            for fd in fds:
+                os.close(fd)
+        if self.exit_code is not None and op in ("start", "kill", "ps", "pause", "resume", "exec"):
             answer({"error": "container not running", "kind": "InvalidState"})
         elif op == "start":
+            try:
+                self._hook("startContainer")
+            except RunvError as e:
+                answer({"error": str(e), "kind": "RunvError"})
+                return
+
             def started(f: P.Frame) -> dict[str, Any]:
                 self.state.status = "running"
                 self._save()
+                self._hook("poststart", fatal=False)
                 return {"ok": True}
             self.request(Msg.START, 1, b"", agent_reply(started))
+        elif op == "exec":
+            self._exec(req, fds, answer)
         elif op == "kill":
             payload = P.signal_payload(int(req["signal"]), bool(req.get("all")))
-            self.request(Msg.SIGNAL, 1, payload, agent_reply(lambda f: {"ok": True}))
+            self.request(Msg.SIGNAL, int(req.get("stream", 1)), payload,
+                         agent_reply(lambda f: {"ok": True}))
         elif op == "ps":
             self.request(Msg.PS, 1, b"", agent_reply(
                 lambda f: {"pids": P.parse_u32_list(f.payload)}))
@@ -200,6 +228,50 @@ class Shim:
             answer(self._pause(op == "pause"))
         else:
             answer({"error": f"unknown request {op!r}", "kind": "RunvError"})
+
+    def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None]) -> None:
+        from runv.agent.spec import process_records
+
+        process = req["process"]
+        stdio = dict(zip(req.get("stdio", []), fds))
+        if process.get("terminal"):
+            pty = stdio.get("pty")
+            relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
+        else:
+            relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
+        stream = self.next_stream
+        self.next_stream += 1
+
+        def cb(f: P.Frame) -> None:
+            if f.type == Msg.ERROR:
+                relay.close()
+                answer({"error": P.parse_error(f.payload)[1], "kind": "AgentError"})
+                return
+            self.relays[stream] = relay
+            self.waiters[stream] = lambda code: answer({"exit": code})
+            relay.attach(self, stream)
+            answer({"ok": True, "pid": P.parse_u32(f.payload), "stream": stream}, close=False)
+        self.request(Msg.EXEC, stream, process_records(process), cb)
+
+    def _hook(self, kind: str, fatal: bool = True) -> None:
+        from runv import hooks
+
+        state = {"ociVersion": "1.0.2", "id": self.state.id, "status": self.state.status,
+                 "pid": self.state.pid, "bundle": self.state.bundle,
+                 "annotations": self.state.annotations}
+        if fatal:
+            hooks.run(self.state.hooks, kind, state, self.state.bundle)
+        else:
+            hooks.run_warn(self.state.hooks, kind, state, self.state.bundle)
+
+    def window_changed(self) -> None:
+        relay = self.relays.get(1)
+        if relay and relay.terminal and relay.stdin is not None:
+            from runv.console import winsize
+
+            rows, cols = winsize(relay.stdin)
+            if rows and cols:
+                self.send(Msg.WINSIZE, 1, P.winsize_payload(rows, cols))
 
     def _pause(self, pause: bool) -> dict[str, Any]:
         from runv.qemu.qmp import QMP
@@ -285,14 +357,19 @@ def expect_ok(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
             raise AgentError(msg, errno_)
 
 
-def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay) -> Shim:
-    from runv import assets, mounts, resources
+def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None) -> Shim:
+    from runv import assets, hooks, mounts, resources
     from runv.accel import choose
     from runv.agent.spec import create_records
     from runv.qemu import vm as qemu_vm
     from runv.qemu.cmdline import Machine, Share
 
     config = bundle.config
+    hook_state = {"ociVersion": config.get("ociVersion", ""), "id": state.id, "status": "creating",
+                  "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
+    hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
+    hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
+    nics = _join_network(state)
     a = assets.require()
     accel = choose(a)
     state.accel = accel.accel
@@ -301,7 +378,8 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay) -> Shim:
     root_ro = bool((config.get("root") or {}).get("readonly"))
     machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
                       memory_mb=size.memory_mb, cpus=size.cpus,
-                      devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares])
+                      devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares,
+                               *(nic.device(i) for i, nic in enumerate(nics))])
     log.debug(f"qemu: {' '.join(machine.argv())}")
     vm = qemu_vm.launch(machine, P.PORT_NAME, sd.path)
     state.qemu_pid = vm.pid
@@ -314,18 +392,42 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay) -> Shim:
         version, name = P.parse_ready(ready.payload)
         if version != P.VERSION:
             raise QemuError(f"guest agent {name} speaks protocol {version}, runv speaks {P.VERSION}")
+        from runv.network import netif_records
+
+        for nic in nics:
+            vm.agent.sendall(P.encode(Msg.NETIF, 0, netif_records(nic)))
+            expect_ok(vm, decoder, BOOT_TIMEOUT)
         vm.agent.sendall(P.encode(Msg.CREATE, 1, create_records(config, plan.records, plan.guest_dirs)))
         expect_ok(vm, decoder, BOOT_TIMEOUT)
+        hooks.run(state.hooks, "createContainer", hook_state, bundle.path, host_netns)
     except BaseException:
         vm.kill()
+        _leave_network(nics)
         raise
     shim = Shim(sd, state, vm)
+    shim.nics = nics
     shim.decoder = decoder
     for f in getattr(decoder, "pending", []):
         shim._dispatch(f)
     stdio.attach(shim, 1)
     shim.relays[1] = stdio
     return shim
+
+
+def _join_network(state: State) -> list[Any]:
+    """The NICs of the container's own network namespace, each joined to a tap."""
+    if not state.netns:
+        return []  # the host's network: the VM gets no NIC (a VM cannot share it)
+    from runv import network
+
+    return network.setup()
+
+
+def _leave_network(nics: list[Any]) -> None:
+    if nics:
+        from runv import network
+
+        network.teardown(nics)
 
 
 def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sync_fd: int) -> NoReturn:
@@ -338,14 +440,27 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         _close_fds(keep={sync_fd})
         state.pid = os.getpid()
         state.pid_start = proc.start_time(state.pid)
+        host_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         _network_namespace(bundle.config, state)
         stdio = Relay.for_init(bundle.config, console_socket)
-        shim = boot(sd, state, bundle, stdio)
+        if console_socket:
+            # The container's stdio is the pty; the engine reads create's own
+            # stdout and stderr until they close, so keep none of them.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+        shim = boot(sd, state, bundle, stdio, host_netns)
+        os.close(host_netns)
         state.status = "created"
         sd.write(state)
         shim.serve_control()
         _report(sync_fd, {"ok": True, "pid": state.pid})
-        code = shim.run()
+        signal.signal(signal.SIGWINCH, lambda *_: shim.window_changed())
+        try:
+            code = shim.run()
+        finally:
+            _leave_network(shim.nics)
     except RunvError as e:
         _report(sync_fd, {"error": str(e), "kind": type(e).__name__})
     except OSError as e:

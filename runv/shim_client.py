@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Any
 
 from runv import errors
@@ -21,6 +20,8 @@ _ERRORS = {
 def call(state_dir: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
     # Engines' state dirs are deep: reach the socket through a short /proc path,
     # since a unix socket path may not exceed 107 bytes.
+    import socket
+
     dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)

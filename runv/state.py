@@ -8,15 +8,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
-import shutil
 from dataclasses import asdict, dataclass, field
 
 from runv.errors import Exists, InvalidArgument, NotFound
 
 DEFAULT_ROOT = "/run/runv"
 MAX_ID_LEN = 1024
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+_ID_PUNCTUATION = set("_+-.")
 
 
 def check_id(container_id: str) -> None:
@@ -24,7 +22,7 @@ def check_id(container_id: str) -> None:
         raise InvalidArgument("container id cannot be empty")
     if len(container_id) > MAX_ID_LEN:
         raise InvalidArgument(f"invalid container id: longer than {MAX_ID_LEN} characters")
-    if container_id in (".", "..") or not _ID_RE.match(container_id):
+    if container_id in (".", "..") or not all(c.isascii() and c.isalnum() or c in _ID_PUNCTUATION for c in container_id):
         raise InvalidArgument(f"invalid container id format: {container_id}")
 
 
@@ -42,6 +40,8 @@ class State:
     exit_code: int | None = None
     accel: str = ""
     netns: str = ""
+    hooks: dict = field(default_factory=dict)
+    cgroup: str = ""
 
 
 class StateDir:
@@ -103,6 +103,8 @@ class StateDir:
         os.replace(tmp, self.state_file)
 
     def remove(self) -> None:
+        import shutil
+
         shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()
 

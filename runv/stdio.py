@@ -35,6 +35,7 @@ class Relay:
     def __init__(self, stdin: int | None, stdout: int | None, stderr: int | None,
                  terminal: bool = False) -> None:
         self.terminal = terminal
+        self.owned = {stdin, stdout, stderr} - {None}
         self.stdin = stdin
         self.out: dict[int, int | None] = {1: stdout, 2: stderr}
         self.buf: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
@@ -133,6 +134,17 @@ class Relay:
             if _pollable(self.stdin):
                 self.shim._set(self.stdin, 0, None)
             self.stdin = None
+
+    def close(self) -> None:
+        """Close the fds this relay owns (an exec's, handed over by `runv exec`)."""
+        for fd in self.owned:
+            try:
+                self.shim._set(fd, 0, None) if self.shim else None
+                os.close(fd)
+            except (OSError, ValueError, KeyError):
+                pass
+        self.stdin = None
+        self.out = {1: None, 2: None}
 
     def flush(self) -> None:
         for which in (1, 2):

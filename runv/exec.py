@@ -1,0 +1,189 @@
+"""`runv exec`: run one more process in a running container.
+
+The shim relays the new process's stdio; runv hands it the fds over the control
+socket (SCM_RIGHTS) and then waits on the same connection for the exit status.
+With --detach a small waiter process takes over that wait: its pid goes into
+the pid file, and it exits with the process's status, as engines expect.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+from typing import Any
+
+from runv import errors
+from runv.container import Container
+from runv.shim_client import SOCKET
+
+
+def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.process:
+        try:
+            with open(args.process) as f:
+                process = json.load(f)
+        except OSError as e:
+            raise errors.SpecError(f"open {args.process}: {e.strerror}") from None
+        except ValueError as e:
+            raise errors.SpecError(f"{args.process}: invalid JSON: {e}") from None
+        if not isinstance(process, dict) or not process.get("args"):
+            raise errors.SpecError(f"{args.process}: process.args must not be empty")
+        return process
+    if not args.command:
+        raise errors.InvalidArgument("exec needs a command, or --process")
+    process = _config_process(args.root, args.id)
+    process["args"] = args.command
+    process["terminal"] = args.tty
+    process["env"] = list(process.get("env") or []) + args.env
+    if args.cwd:
+        process["cwd"] = args.cwd
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        user = {"uid": int(uid), "gid": int(gid or 0)}
+        process["user"] = user
+    if args.additional_gids:
+        process.setdefault("user", {})["additionalGids"] = args.additional_gids
+    if args.no_new_privs:
+        process["noNewPrivileges"] = True
+    return process
+
+
+def _config_process(root: str, container_id: str) -> dict[str, Any]:
+    """runc's default for exec: the container's own process, with other args."""
+    c = Container.load(root, container_id)
+    try:
+        with open(os.path.join(c.state.bundle, "config.json")) as f:
+            return dict(json.load(f).get("process") or {})
+    except (OSError, ValueError):
+        return {"cwd": "/", "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+
+
+def exec_process(root: str, container_id: str, process: dict[str, Any], console_socket: str | None,
+                 detach: bool, pid_file: str | None) -> int:
+    c = Container.load(root, container_id)
+    if c.status.value not in ("created", "running"):
+        raise errors.InvalidState(f"cannot exec in a {c.status.value} container")
+    stdio, fds, raw_tty = _stdio(process, console_socket, detach)
+    conn = _connect(c.dir.path)
+    try:
+        msg = json.dumps({"op": "exec", "process": process, "stdio": stdio}).encode() + b"\n"
+        socket.send_fds(conn, [msg], fds)
+        if console_socket:
+            os.close(fds[0])
+        reply = _read_line(conn)
+        if "error" in reply:
+            raise errors.AgentError(reply["error"])
+        if detach:
+            waiter = _fork_waiter(conn)
+            if pid_file:
+                from runv.launch import _write_pid_file
+
+                _write_pid_file(pid_file, waiter)
+            return 0
+        if pid_file:
+            from runv.launch import _write_pid_file
+
+            _write_pid_file(pid_file, os.getpid())
+        return _wait(conn, c, reply["stream"], raw_tty)
+    finally:
+        conn.close()
+
+
+def _stdio(process: dict[str, Any], console_socket: str | None,
+           detach: bool) -> tuple[list[str], list[int], bool]:
+    if not process.get("terminal"):
+        if console_socket:
+            raise errors.InvalidArgument("--console-socket given but the process has no terminal")
+        names = [n for n, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)) if _is_open(fd)]
+        return names, [("stdin", "stdout", "stderr").index(n) for n in names], False
+    if console_socket:
+        from runv.console import open_for_socket
+
+        return ["pty"], [open_for_socket(console_socket)], False
+    if detach or not os.isatty(0):
+        raise errors.InvalidArgument("cannot allocate a tty without a terminal or --console-socket")
+    return ["pty"], [0], True
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _connect(state_dir: str) -> socket.socket:
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(f"/proc/self/fd/{dir_fd}/{SOCKET}")
+    except OSError as e:
+        conn.close()
+        raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    return conn
+
+
+def _read_line(conn: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        return {"error": "the container's shim went away"}
+    return json.loads(data)
+
+
+def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
+    def forward(signo, frame):
+        try:
+            from runv import shim_client
+
+            shim_client.call(c.dir.path, "kill", signal=signo, stream=stream)
+        except errors.RunvError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    saved = None
+    if raw_tty:
+        import termios
+        import tty
+
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+    try:
+        reply = _read_line(conn)
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    if "exit" not in reply:
+        raise errors.RunvError(reply.get("error", "lost the exec'd process"))
+    return int(reply["exit"])
+
+
+def _fork_waiter(conn: socket.socket) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    # The waiter: no stdio of the caller (engines read it through pipes), one job.
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    code = 255
+    try:
+        reply = _read_line(conn)
+        code = int(reply.get("exit", 255))
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
