@@ -40,7 +40,7 @@ install: venv
 	mv $(SHARE_DIR)/vmlinux.new $(SHARE_DIR)/vmlinux && mv $(SHARE_DIR)/initramfs.cpio.new $(SHARE_DIR)/initramfs.cpio
 	@# A launcher without site processing: engines call runv many times per container.
 	@$(VENV)/bin/python -c 'import sys, sysconfig; open(sys.argv[1], "w").write( \
-		"#!%s -S\nimport sys\nsys.path[1:1] = [%r, %r]\nfrom runv.cli import entry\nentry()\n" \
+		"#!%s -S\nimport sys\nsys.path[1:1] = [%r, %r]\nfrom runv.fast import entry\nentry()\n" \
 		% (sys.executable, sys.argv[2], sysconfig.get_path("purelib")))' $(BIN_DIR)/runv.new $(CURDIR)
 	@chmod 755 $(BIN_DIR)/runv.new && mv $(BIN_DIR)/runv.new $(BIN_DIR)/runv
 	@$(BIN_DIR)/runv check

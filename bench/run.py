@@ -8,7 +8,10 @@
 - the wall time of `runv state` against `runc state`;
 - the host memory (PSS) of one idle container: its shim plus its QEMU.
 
-    bench/run.py [--runs N] [--docker]
+    bench/run.py [--runs N] [--no-docker]
+
+and `docker run --rm busybox true` with runv against runc, on containerd and
+dockerd started for the run (the engine tests' fixtures).
 """
 from __future__ import annotations
 
@@ -88,18 +91,33 @@ def idle_memory(root: str, bundle: str) -> tuple[int, int]:
         subprocess.run([RUNV, "--root", root, "delete", "--force", cid])
 
 
-def docker_ratio(runs: int) -> tuple[float, float] | None:
-    if not shutil.which("docker"):
-        return None
-    def one(runtime):
-        return lambda i: timed(["docker", "run", "--rm", "--runtime", runtime, "busybox:local", "true"])
-    return median_of(runs, one("runv")), median_of(runs, one("runc"))
+def docker_ratio(runs: int) -> tuple[float, float]:
+    """`docker run --rm busybox true` with runv and with runc, on daemons started here."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "engines"))
+    import daemons
+
+    daemons.ensure_packages()
+    with tempfile.TemporaryDirectory(prefix="runv-bench-engines-") as work:
+        d = daemons.Daemons(workdir=work, runv=daemons.find_runv())
+        try:
+            d.start()
+            d.load_images()
+
+            def one(runtime):
+                def run(i: int) -> float:
+                    t = time.perf_counter()
+                    d.docker("run", "--rm", "--runtime", runtime, daemons.IMAGE, "true", check=True)
+                    return time.perf_counter() - t
+                return run
+            return median_of(runs, one("runv")), median_of(runs, one("runc"))
+        finally:
+            d.stop()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--docker", action="store_true", help="also time docker run --rm (needs dockerd with runv)")
+    ap.add_argument("--no-docker", action="store_true", help="skip `docker run --rm` (it starts dockerd)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="runv-bench-") as tmp:
@@ -125,7 +143,7 @@ def main() -> None:
             subprocess.run([RUNV, "--root", roots["runv"], "delete", "--force", "st"])
             subprocess.run(["runc", "--root", roots["runc"], "delete", "--force", "st"])
         shim_kb, qemu_kb = idle_memory(roots["runv"], sleeper)
-        docker = docker_ratio(args.runs) if args.docker else None
+        docker = None if args.no_docker else docker_ratio(args.runs)
 
     runv_t = results["runv run true"]
     print(f"{'measure':32} {'median (s)':>10}")

@@ -29,8 +29,13 @@ class Bundle:
     rootfs: str  # absolute root.path
 
 
-def load(bundle: str) -> Bundle:
-    """Read, validate and check <bundle>/config.json for create/run."""
+def load(bundle: str, schema: bool = True) -> Bundle:
+    """Read, validate and check <bundle>/config.json for create/run.
+
+    With schema=False the jsonschema validation is left to the caller (the shim
+    runs it while the VM boots); the checks here still hold, and a config too
+    malformed for them is validated at once, for the precise message.
+    """
     config_path = os.path.join(bundle, "config.json")
     try:
         with open(config_path, "rb") as f:
@@ -43,7 +48,16 @@ def load(bundle: str) -> Bundle:
         raise SpecError(f"config.json: not UTF-8 text: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
         raise SpecError(f"config.json: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    validate(config)
+    if schema:
+        validate(config)
+    try:
+        return _check(bundle, config)
+    except (KeyError, TypeError, AttributeError):
+        validate(config)
+        raise SpecError("config.json: malformed") from None
+
+
+def _check(bundle: str, config: dict[str, Any]) -> Bundle:
     process = config.get("process")
     if process is None:
         raise SpecError("config.json: process is required to create a container")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from runv import proc, shim_client
+from runv import ocistate, proc, shim_client
 from runv.errors import InvalidState
 from runv.state import State, StateDir
 from runv.status import Status, require
@@ -33,30 +33,14 @@ class Container:
 
     @property
     def status(self) -> Status:
-        st = Status(self.state.status)
-        if st is Status.CREATING:
-            return st if self.shim_alive() or not self.state.pid else Status.STOPPED
-        if st is not Status.STOPPED and not self.shim_alive():
-            return Status.STOPPED
-        return st
+        return Status(ocistate.live_status(self.state.status, self.state.pid, self.state.pid_start))
 
     def shim_alive(self) -> bool:
         return proc.alive(self.state.pid, self.state.pid_start)
 
     def oci_state(self) -> dict:
         """The state as `runv state` prints it (and hooks get it on stdin)."""
-        status = self.status
-        return {
-            "ociVersion": _oci_version(),
-            "id": self.id,
-            "pid": self.state.pid if status is not Status.STOPPED else 0,
-            "status": status.value,
-            "bundle": self.state.bundle,
-            "rootfs": self.state.rootfs,
-            "created": self.state.created,
-            "annotations": self.state.annotations,
-            "owner": "",
-        }
+        return ocistate.oci_state(asdict(self.state))
 
     def _call(self, op: str, **args) -> dict:
         return shim_client.call(self.dir.path, op, **args)
@@ -120,8 +104,3 @@ def _is_qemu(pid: int) -> bool:
     except OSError:
         return False
 
-
-def _oci_version() -> str:
-    from runv import OCI_VERSION
-
-    return OCI_VERSION

@@ -21,7 +21,7 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     from runv import hooks
 
     sd = StateDir(root, container_id)
-    bundle = config.load(bundle_dir)
+    bundle = config.load(bundle_dir, schema=False)  # the shim validates it, in parallel with the boot
     hooks.validate(bundle.config.get("hooks"))
     terminal = bool(bundle.config["process"].get("terminal"))
     if terminal and not console_socket and not foreground:

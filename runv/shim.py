@@ -357,34 +357,52 @@ def expect_ok(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
             raise AgentError(msg, errno_)
 
 
-def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None) -> Shim:
+def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None,
+         fresh_netns: bool) -> Shim:
     from runv import assets, hooks, mounts, resources
     from runv.accel import choose
     from runv.agent.spec import create_records
     from runv.qemu import vm as qemu_vm
     from runv.qemu.cmdline import Machine, Share
 
+    from runv.config import validate
+
     config = bundle.config
+    # With hooks to run, validate first: a hook must not see an invalid config.
+    # Otherwise validating (and importing jsonschema) overlaps the VM's boot.
+    early_validation = bool(state.hooks)
+    if early_validation:
+        validate(config)
+    try:
+        size = resources.guest_size(config)
+        plan = mounts.plan(config, bundle.path)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        validate(config)  # names what is malformed
+        raise
+    a = assets.require()
+    accel = choose(a)
+    state.accel = accel.accel
     hook_state = {"ociVersion": config.get("ociVersion", ""), "id": state.id, "status": "creating",
                   "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
     hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
     hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
-    nics = _join_network(state)
-    a = assets.require()
-    accel = choose(a)
-    state.accel = accel.accel
-    size = resources.guest_size(config)
-    plan = mounts.plan(config, bundle.path)
+    nics = _join_network(state, fresh_netns)
     root_ro = bool((config.get("root") or {}).get("readonly"))
     machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
                       memory_mb=size.memory_mb, cpus=size.cpus,
                       devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares,
                                *(nic.device(i) for i, nic in enumerate(nics))])
     log.debug(f"qemu: {' '.join(machine.argv())}")
-    vm = qemu_vm.launch(machine, P.PORT_NAME, sd.path)
+    try:
+        vm = qemu_vm.launch(machine, P.PORT_NAME, sd.path)
+    except BaseException:
+        _leave_network(nics)
+        raise
     state.qemu_pid = vm.pid
     sd.write(state)
     try:
+        if not early_validation:
+            validate(config)
         decoder = P.Decoder()
         ready = await_frame(vm, decoder, BOOT_TIMEOUT)
         if ready.type != Msg.READY:
@@ -414,10 +432,12 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     return shim
 
 
-def _join_network(state: State) -> list[Any]:
+def _join_network(state: State, fresh_netns: bool) -> list[Any]:
     """The NICs of the container's own network namespace, each joined to a tap."""
     if not state.netns:
         return []  # the host's network: the VM gets no NIC (a VM cannot share it)
+    if fresh_netns and not state.hooks:
+        return []  # a namespace we just made, that no hook could fill: only lo
     from runv import network
 
     return network.setup()
@@ -441,7 +461,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         state.pid = os.getpid()
         state.pid_start = proc.start_time(state.pid)
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        _network_namespace(bundle.config, state)
+        fresh_netns = _network_namespace(bundle.config, state)
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
             # The container's stdio is the pty; the engine reads create's own
@@ -450,7 +470,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.close(null)
-        shim = boot(sd, state, bundle, stdio, host_netns)
+        shim = boot(sd, state, bundle, stdio, host_netns, fresh_netns)
         os.close(host_netns)
         state.status = "created"
         sd.write(state)
@@ -488,8 +508,8 @@ def _close_fds(keep: set[int]) -> None:
                 pass
 
 
-def _network_namespace(config: dict[str, Any], state: State) -> None:
-    """Join the network namespace the config names, or make a new one."""
+def _network_namespace(config: dict[str, Any], state: State) -> bool:
+    """Join the network namespace the config names, or make a new one (then True)."""
     from runv import syscalls
 
     for ns in (config.get("linux") or {}).get("namespaces") or []:
@@ -503,3 +523,5 @@ def _network_namespace(config: dict[str, Any], state: State) -> None:
         else:
             syscalls.unshare(syscalls.CLONE_NEWNET)
         state.netns = f"/proc/{os.getpid()}/ns/net"
+        return not ns.get("path")
+    return False
