@@ -45,17 +45,32 @@ def median_of(runs: int, fn) -> float:
     return statistics.median(fn(i) for i in range(runs))
 
 
-def floor_boot(i: int) -> float:
+def floor_boot(rootfs: str):
+    """The bare boot of the same VM (kernel, initramfs, devices) to its init, which
+    reboots at once (`runv.probe=1`): what QEMU and the guest kernel cost."""
+    import socket
+
     from runv import assets
     from runv.accel import choose
-    from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine
+    from runv.agent.protocol import PORT_NAME, SHARE_ROOT_TAG
+    from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine, SerialPort, Share
 
     a = assets.require()
-    with tempfile.TemporaryDirectory() as tmp:
-        m = Machine(a.qemu, a.kernel, a.initrd, accel=choose(a).accel,
-                    kernel_args=KERNEL_ARGS + " runv.probe=1",
-                    devices=[Console(os.path.join(tmp, "console.log"))])
-        return timed(m.argv())
+
+    def one(i: int) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            host, guest = socket.socketpair()
+            m = Machine(a.qemu, a.kernel, a.initrd, accel=choose(a).accel,
+                        kernel_args=KERNEL_ARGS + " runv.probe=1",
+                        devices=[Console(os.path.join(tmp, "console.log")),
+                                 SerialPort(PORT_NAME, guest.fileno()),
+                                 Share(SHARE_ROOT_TAG, rootfs, readonly=True)])
+            try:
+                return timed(m.argv(), pass_fds=(guest.fileno(),))
+            finally:
+                host.close()
+                guest.close()
+    return one
 
 
 def runtime_run(runtime: str, root: str, bundle: str):
@@ -124,7 +139,7 @@ def main() -> None:
         bundle = make_bundle(os.path.join(tmp, "bundle"), ["/bin/true"])
         sleeper = make_bundle(os.path.join(tmp, "sleeper"), ["sleep", "600"])
         roots = {rt: os.path.join(tmp, f"root-{rt}") for rt in ("runv", "runc", "crun")}
-        floor = median_of(args.runs, floor_boot)
+        floor = median_of(args.runs, floor_boot(os.path.join(bundle, "rootfs")))
         results = {"floor (bare QEMU boot)": floor}
         results["runv run true"] = median_of(args.runs, runtime_run(RUNV, roots["runv"], bundle))
         for rt in ("runc", "crun"):

@@ -20,6 +20,7 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
 
     from runv import hooks
 
+    log.debug("create")
     sd = StateDir(root, container_id)
     bundle = config.load(bundle_dir, schema=False)  # the shim validates it, in parallel with the boot
     hooks.validate(bundle.config.get("hooks"))

@@ -110,6 +110,7 @@ class Shim:
             self._exited(f.stream, P.parse_exit(f.payload))
 
     def _exited(self, stream: int, code: int) -> None:
+        log.debug(f"process {stream} exited with {code}")
         relay = self.relays.get(stream)
         if relay:
             relay.finish()
@@ -302,6 +303,7 @@ class Shim:
             if self.shutdown_deadline is not None and time.monotonic() >= self.shutdown_deadline:
                 self.vm.kill()
                 break
+        log.debug("the VM is down")
         for relay in self.relays.values():
             relay.flush()
         if self.exit_code is None:
@@ -405,6 +407,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
             validate(config)
         decoder = P.Decoder()
         ready = await_frame(vm, decoder, BOOT_TIMEOUT)
+        log.debug("agent ready")
         if ready.type != Msg.READY:
             raise QemuError(f"the guest agent sent {ready.type.name} before READY")
         version, name = P.parse_ready(ready.payload)
@@ -417,6 +420,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
             expect_ok(vm, decoder, BOOT_TIMEOUT)
         vm.agent.sendall(P.encode(Msg.CREATE, 1, create_records(config, plan.records, plan.guest_dirs)))
         expect_ok(vm, decoder, BOOT_TIMEOUT)
+        log.debug("container created in the guest")
         hooks.run(state.hooks, "createContainer", hook_state, bundle.path, host_netns)
     except BaseException:
         vm.kill()
