@@ -14,9 +14,8 @@ import signal
 import socket
 from typing import Any
 
-from runv import errors
+from runv import errors, shim_client
 from runv.container import Container
-from runv.shim_client import SOCKET
 
 
 def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,13 +65,13 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
     if c.status.value not in ("created", "running"):
         raise errors.InvalidState(f"cannot exec in a {c.status.value} container")
     stdio, fds, raw_tty = _stdio(process, console_socket, detach)
-    conn = _connect(c.dir.path)
+    conn = shim_client.connect(c.dir.path, timeout=None)
     try:
         msg = json.dumps({"op": "exec", "process": process, "stdio": stdio}).encode() + b"\n"
         socket.send_fds(conn, [msg], fds)
         if console_socket:
             os.close(fds[0])
-        reply = _read_line(conn)
+        reply = shim_client.read_reply(conn)
         if "error" in reply:
             raise errors.AgentError(reply["error"])
         if detach:
@@ -115,36 +114,9 @@ def _is_open(fd: int) -> bool:
         return False
 
 
-def _connect(state_dir: str) -> socket.socket:
-    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(f"/proc/self/fd/{dir_fd}/{SOCKET}")
-    except OSError as e:
-        conn.close()
-        raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
-    finally:
-        os.close(dir_fd)
-    return conn
-
-
-def _read_line(conn: socket.socket) -> dict[str, Any]:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    if not data:
-        return {"error": "the container's shim went away"}
-    return json.loads(data)
-
-
 def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
     def forward(signo, frame):
         try:
-            from runv import shim_client
-
             shim_client.call(c.dir.path, "kill", signal=signo, stream=stream)
         except errors.RunvError:
             pass
@@ -160,7 +132,7 @@ def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
         saved = termios.tcgetattr(0)
         tty.setraw(0)
     try:
-        reply = _read_line(conn)
+        reply = shim_client.read_reply(conn)
     finally:
         if saved is not None:
             import termios
@@ -182,8 +154,8 @@ def _fork_waiter(conn: socket.socket) -> int:
         os.dup2(null, fd)
     code = 255
     try:
-        reply = _read_line(conn)
+        reply = shim_client.read_reply(conn)
         code = int(reply.get("exit", 255))
-    except (OSError, ValueError):
+    except (OSError, ValueError, errors.RunvError):
         pass
     os._exit(code)
