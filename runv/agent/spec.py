@@ -76,7 +76,30 @@ def process_records(process: dict[str, Any]) -> bytes:
     if "umask" in user:
         out.append(rec_u32(Tag.UMASK, user["umask"]))
     out.append(rec_u32(Tag.TERMINAL, int(bool(process.get("terminal")))))
+    for rl in process.get("rlimits") or []:
+        out.append(record(Tag.RLIMIT, struct.pack("<IQQ", rlimit_number(rl["type"]),
+                                                  rl["soft"], rl["hard"])))
+    from runv.capabilities import masks
+
+    out.append(record(Tag.CAPS, struct.pack("<5Q", *masks(process.get("capabilities")))))
+    if process.get("noNewPrivileges"):
+        out.append(rec_u32(Tag.NO_NEW_PRIVS, 1))
+    if "oomScoreAdj" in process:
+        out.append(rec_i32(Tag.OOM_SCORE_ADJ, process["oomScoreAdj"]))
     return b"".join(out)
+
+
+RLIMITS = ["CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+           "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"]
+
+
+def rlimit_number(name: str) -> int:
+    from runv.errors import SpecError
+
+    short = name.upper().removeprefix("RLIMIT_")
+    if short not in RLIMITS:
+        raise SpecError(f"unknown rlimit {name!r}")
+    return RLIMITS.index(short)
 
 
 def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tuple[str, str]]) -> bytes:
@@ -92,6 +115,16 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
     out += [rec_cstrs(Tag.SHARE, b"", tag, guest_dir) for tag, guest_dir in shares]
     out.append(rec_u32(Tag.NAMESPACES, namespace_flags(linux)))
     out += mounts
+    out += [rec_str(Tag.MASKED_PATH, path) for path in linux.get("maskedPaths") or []]
+    out += [rec_str(Tag.READONLY_PATH, path) for path in linux.get("readonlyPaths") or []]
+    for key, value in (linux.get("sysctl") or {}).items():
+        out.append(record(Tag.SYSCTL, key.encode() + b"\0" + value.encode()))
+    for dev in linux.get("devices") or []:
+        out.append(record(Tag.DEVICE, struct.pack(
+            "<6I", ord(dev["type"][0]), dev.get("major", 0), dev.get("minor", 0),
+            dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0)) + dev["path"].encode()))
+    if linux.get("rootfsPropagation") in PROPAGATION:
+        out.append(rec_u32(Tag.ROOT_PROPAGATION, PROPAGATION[linux["rootfsPropagation"]]))
     return b"".join(out)
 
 

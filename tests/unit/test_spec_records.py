@@ -35,3 +35,24 @@ def test_process_records():
     assert [r for r in recs if r[0] == Tag.ARG] == [(Tag.ARG, b"sh"), (Tag.ARG, b"-c"), (Tag.ARG, b"true")]
     assert (Tag.CWD, b"/tmp") in recs
     assert (Tag.ADDGID, struct.pack("<I", 7)) in recs
+
+
+def test_capabilities_and_rlimits():
+    import pytest
+
+    from runv.capabilities import mask, masks
+    from runv.errors import SpecError
+
+    assert mask(["CAP_CHOWN", "CAP_KILL"]) == 1 << 0 | 1 << 5
+    assert masks(None) == [0] * 5
+    assert masks({"bounding": ["CAP_SYS_ADMIN"]})[0] == 1 << 21
+    with pytest.raises(SpecError, match='unknown capability "CAP_FOO"'):
+        mask(["CAP_FOO"])
+    recs = decode_records(spec.process_records(
+        {"args": ["x"], "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+         "noNewPrivileges": True, "oomScoreAdj": -5}))
+    assert (Tag.RLIMIT, struct.pack("<IQQ", 7, 1024, 4096)) in recs
+    assert (Tag.NO_NEW_PRIVS, struct.pack("<I", 1)) in recs
+    assert (Tag.OOM_SCORE_ADJ, struct.pack("<i", -5)) in recs
+    with pytest.raises(SpecError):
+        spec.rlimit_number("RLIMIT_BOGUS")

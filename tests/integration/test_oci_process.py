@@ -1,0 +1,30 @@
+"""OCI process and linux settings applied inside the guest."""
+from __future__ import annotations
+
+from conftest import leftovers, one_line_error
+
+
+def test_rlimits_caps_nnp_oom_masked_sysctl(runv, make_bundle):
+    def edit(config):
+        config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2000}]
+        config["process"]["capabilities"] = {s: ["CAP_KILL"] for s in ("bounding", "effective", "permitted")}
+        config["process"]["noNewPrivileges"] = True
+        config["process"]["oomScoreAdj"] = 123
+        config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    script = ("ulimit -n; ulimit -Hn; grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; "
+              "cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; cat /proc/kcore | wc -c")
+    r = runv("run", "--bundle", make_bundle(["sh", "-c", script], config_edit=edit), "proc1")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode().split("\n")
+    assert out[0] == "1000" and out[1] == "2000"
+    assert out[2].split() == ["CapEff:", "0000000000000020"]
+    assert out[3].split() == ["NoNewPrivs:", "1"]
+    assert out[4:7] == ["123", "1", "0"]  # /proc/kcore is masked by the default spec
+
+
+def test_unknown_capability_is_refused_cleanly(runv, make_bundle):
+    def edit(config):
+        config["process"]["capabilities"]["bounding"].append("CAP_FOO")
+    line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "cap1"))
+    assert 'unknown capability "CAP_FOO"' in line
+    assert leftovers() == []
