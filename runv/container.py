@@ -79,6 +79,7 @@ class Container:
             # The container has exited; give its shim a moment to finish up.
             if not proc.wait_gone(self.state.pid, self.state.pid_start, 2.0):
                 self.destroy()
+        self.remove_cgroup()
         if self.state.hooks.get("poststop") and status is not Status.CREATING:
             from runv import hooks
 
@@ -86,6 +87,12 @@ class Container:
             state["status"] = "stopped"
             hooks.run_warn(self.state.hooks, "poststop", state, self.state.bundle)
         self.dir.remove()
+
+    def remove_cgroup(self) -> None:
+        if self.state.cgroup:
+            from runv.cgroups import Cgroup
+
+            Cgroup(self.state.cgroup.split(":")).destroy()
 
     def destroy(self) -> None:
         """Kill the shim and its VM, whatever they are doing."""

@@ -71,11 +71,12 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
         socket.send_fds(conn, [msg], fds)
         if console_socket:
             os.close(fds[0])
-        reply = shim_client.read_reply(conn)
+        replies = conn.makefile("rb")
+        reply = shim_client.read_reply(replies)
         if "error" in reply:
             raise errors.AgentError(reply["error"])
         if detach:
-            waiter = _fork_waiter(conn)
+            waiter = _fork_waiter(replies)
             if pid_file:
                 from runv.launch import _write_pid_file
 
@@ -85,7 +86,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
             from runv.launch import _write_pid_file
 
             _write_pid_file(pid_file, os.getpid())
-        return _wait(conn, c, reply["stream"], raw_tty)
+        return _wait(replies, c, reply["stream"], raw_tty)
     finally:
         conn.close()
 
@@ -114,7 +115,7 @@ def _is_open(fd: int) -> bool:
         return False
 
 
-def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
+def _wait(replies, c: Container, stream: int, raw_tty: bool) -> int:
     def forward(signo, frame):
         try:
             shim_client.call(c.dir.path, "kill", signal=signo, stream=stream)
@@ -132,7 +133,7 @@ def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
         saved = termios.tcgetattr(0)
         tty.setraw(0)
     try:
-        reply = shim_client.read_reply(conn)
+        reply = shim_client.read_reply(replies)
     finally:
         if saved is not None:
             import termios
@@ -143,7 +144,7 @@ def _wait(conn: socket.socket, c: Container, stream: int, raw_tty: bool) -> int:
     return int(reply["exit"])
 
 
-def _fork_waiter(conn: socket.socket) -> int:
+def _fork_waiter(replies) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -154,7 +155,7 @@ def _fork_waiter(conn: socket.socket) -> int:
         os.dup2(null, fd)
     code = 255
     try:
-        reply = shim_client.read_reply(conn)
+        reply = shim_client.read_reply(replies)
         code = int(reply.get("exit", 255))
     except (OSError, ValueError, errors.RunvError):
         pass

@@ -75,7 +75,9 @@ def _cleanup(sd: StateDir) -> None:
     from runv.container import Container
 
     try:
-        Container(sd, sd.read()).destroy()
+        c = Container(sd, sd.read())
+        c.destroy()
+        c.remove_cgroup()
     except errors.RunvError:
         pass
     sd.remove()

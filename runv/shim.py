@@ -466,6 +466,8 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         state.pid_start = proc.start_time(state.pid)
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         fresh_netns = _network_namespace(bundle.config, state)
+        _join_cgroup(bundle.config, state)
+        sd.write(state)  # so that a failed create can find the cgroup to remove
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
             # The container's stdio is the pty; the engine reads create's own
@@ -510,6 +512,14 @@ def _close_fds(keep: set[int]) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _join_cgroup(config: dict[str, Any], state: State) -> None:
+    """Put the shim (and so QEMU, its child) in the container's host cgroup."""
+    from runv import cgroups
+
+    cg = cgroups.setup(config, state.id, os.getpid())
+    state.cgroup = ":".join(cg.dirs)
 
 
 def _network_namespace(config: dict[str, Any], state: State) -> bool:

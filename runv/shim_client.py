@@ -36,14 +36,10 @@ def connect(state_dir: str, timeout: float | None = 60.0):
     return s
 
 
-def read_reply(s) -> dict[str, Any]:
-    """One JSON line from the shim; a shim that hung up is an error."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+def read_reply(f) -> dict[str, Any]:
+    """One JSON line from the shim, read from `sock.makefile("rb")` (replies can
+    arrive back to back); a shim that hung up is an error."""
+    data = f.readline()
     if not data:
         raise errors.InvalidState("the container's shim went away during the request")
     return json.loads(data)
@@ -52,7 +48,7 @@ def read_reply(s) -> dict[str, Any]:
 def call(state_dir: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
     with connect(state_dir, timeout) as s:
         s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        reply = read_reply(s)
+        reply = read_reply(s.makefile("rb"))
     if "error" in reply:
         raise _ERRORS.get(reply.get("kind", ""), errors.RunvError)(reply["error"])
     return reply
