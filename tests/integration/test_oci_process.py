@@ -28,3 +28,29 @@ def test_unknown_capability_is_refused_cleanly(runv, make_bundle):
     line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "cap1"))
     assert 'unknown capability "CAP_FOO"' in line
     assert leftovers() == []
+
+
+def test_host_cgroup_holds_the_vm(runv, make_bundle):
+    import os
+
+    from runv.cgroups import VM_OVERHEAD
+
+    def edit(config):
+        config["linux"]["cgroupsPath"] = "/runv-test/cg1"
+        config["linux"]["resources"] = {"memory": {"limit": 64 * 2**20}, "pids": {"limit": 64},
+                                        "cpu": {"quota": 50000, "period": 100000}}
+    assert runv("run", "-d", "--bundle", make_bundle(["sleep", "300"], config_edit=edit), "cg1",
+                detached=True).returncode == 0
+    try:
+        state = runv.state("cg1")
+        procs = open("/sys/fs/cgroup/pids/runv-test/cg1/cgroup.procs").read().split()
+        assert str(state["pid"]) in procs and len(procs) == 2  # the shim and its QEMU
+        assert open("/sys/fs/cgroup/pids/runv-test/cg1/pids.max").read().strip() == "64"
+        limit = int(open("/sys/fs/cgroup/memory/runv-test/cg1/memory.limit_in_bytes").read())
+        assert limit == 64 * 2**20 + VM_OVERHEAD
+    finally:
+        runv("delete", "--force", "cg1")
+    assert not os.path.exists("/sys/fs/cgroup/pids/runv-test/cg1")
+    for d in os.listdir("/sys/fs/cgroup"):
+        if os.path.isdir(f"/sys/fs/cgroup/{d}/runv-test"):
+            os.rmdir(f"/sys/fs/cgroup/{d}/runv-test")
