@@ -27,12 +27,19 @@ class Cgroup:
     dirs: list[str]
 
     def destroy(self) -> None:
-        """Remove the directories (each must be empty of processes by now)."""
+        """Remove the directories; killed processes may take a moment to leave."""
+        import errno
+        import time
+
         for d in self.dirs:
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                except OSError as e:
+                    if e.errno == errno.EBUSY:
+                        time.sleep(0.01)
+                        continue
+                break
 
 
 def cgroup_path(config: dict[str, Any], container_id: str) -> str:
@@ -62,9 +69,11 @@ def _hierarchies() -> dict[str, str]:
     return out
 
 
-def _write(directory: str, name: str, value: Any) -> None:
+def _write(directory: str, name: str, value: Any, required: bool = False) -> None:
     path = os.path.join(directory, name)
     if not os.path.exists(path):
+        if required:
+            raise CgroupError(f"cgroup {directory} has no {name}")
         return  # this kernel has no such knob (e.g. blkio.weight without BFQ)
     try:
         with open(path, "w") as f:
@@ -123,7 +132,7 @@ def _apply(d: str, controllers: set[str], res: dict[str, Any]) -> None:
         _write(d, "blkio.weight", res["blockIO"]["weight"])
     if "hugetlb" in controllers:
         for h in res.get("hugepageLimits") or []:
-            _write(d, f"hugetlb.{h['pageSize']}.limit_in_bytes", h["limit"])
+            _write(d, f"hugetlb.{h['pageSize']}.limit_in_bytes", h["limit"], required=True)
     network = res.get("network") or {}
     if "net_cls" in controllers and network.get("classID") is not None:
         _write(d, "net_cls.classid", network["classID"])

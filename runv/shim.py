@@ -384,7 +384,8 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     a = assets.require()
     accel = choose(a)
     state.accel = accel.accel
-    hook_state = {"ociVersion": config.get("ociVersion", ""), "id": state.id, "status": "creating",
+    # The status these hooks see is "created", as crun and the runtime-tools suite have it.
+    hook_state = {"ociVersion": config.get("ociVersion", ""), "id": state.id, "status": "created",
                   "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
     hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
     hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
@@ -468,6 +469,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         fresh_netns = _network_namespace(bundle.config, state)
         _join_cgroup(bundle.config, state)
         sd.write(state)  # so that a failed create can find the cgroup to remove
+        _host_namespaces(bundle.config)
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
             # The container's stdio is the pty; the engine reads create's own
@@ -520,6 +522,47 @@ def _join_cgroup(config: dict[str, Any], state: State) -> None:
 
     cg = cgroups.setup(config, state.id, os.getpid())
     state.cgroup = ":".join(cg.dirs)
+
+
+HOST_NAMESPACES = {"ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
+# Namespaces the shim makes anew but never joins by path: it needs the host's
+# filesystem and pids. A path is still checked to be of the right type.
+NEW_ONLY = {"mount": 0x00020000}
+LINK_NAMES = {"ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt", "pid": "pid",
+              "user": "user", "network": "net"}
+
+
+def _host_namespaces(config: dict[str, Any]) -> None:
+    """The shim (the container's pid on the host) joins or makes the ipc, uts and
+    cgroup namespaces the config names, so that host-side views of the container
+    match. The guest makes its own for the processes inside."""
+    from runv import syscalls
+
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        kind = ns.get("type", "")
+        if ns.get("path"):
+            _check_namespace_type(ns["path"], kind)
+        flag = HOST_NAMESPACES.get(kind)
+        if not flag:
+            if kind in NEW_ONLY and not ns.get("path"):
+                syscalls.unshare(NEW_ONLY[kind])
+            continue
+        if ns.get("path"):
+            try:
+                syscalls.setns(ns["path"], flag)
+            except OSError as e:
+                raise RunvError(f"cannot join {ns['type']} namespace {ns['path']}: {e.strerror}") from None
+        else:
+            syscalls.unshare(flag)
+
+
+def _check_namespace_type(path: str, kind: str) -> None:
+    try:
+        link = os.readlink(path)
+    except OSError as e:
+        raise RunvError(f"namespace path {path}: {e.strerror}") from None
+    if kind in LINK_NAMES and not link.startswith(LINK_NAMES[kind] + ":"):
+        raise RunvError(f"namespace path {path} is {link}, not a {kind} namespace")
 
 
 def _network_namespace(config: dict[str, Any], state: State) -> bool:

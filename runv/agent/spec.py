@@ -76,9 +76,8 @@ def process_records(process: dict[str, Any]) -> bytes:
     if "umask" in user:
         out.append(rec_u32(Tag.UMASK, user["umask"]))
     out.append(rec_u32(Tag.TERMINAL, int(bool(process.get("terminal")))))
-    for rl in process.get("rlimits") or []:
-        out.append(record(Tag.RLIMIT, struct.pack("<IQQ", rlimit_number(rl["type"]),
-                                                  rl["soft"], rl["hard"])))
+    out += [record(Tag.RLIMIT, struct.pack("<IQQ", res, soft, hard))
+            for res, soft, hard in rlimits(process.get("rlimits"))]
     from runv.capabilities import masks
 
     out.append(record(Tag.CAPS, struct.pack("<5Q", *masks(process.get("capabilities")))))
@@ -91,6 +90,44 @@ def process_records(process: dict[str, Any]) -> bytes:
 
 RLIMITS = ["CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
            "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"]
+
+
+NR_OPEN = 1024 * 1024  # the guest's fs.nr_open: RLIMIT_NOFILE cannot go above it
+RLIM_INFINITY = 2**64 - 1
+
+
+def rlimits(configured: list[dict[str, Any]] | None) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) for the process: the limits runv itself runs with,
+    which a runc container inherits from runc's caller, then the config's own.
+    Without this, a process would get the guest kernel's boot defaults, which
+    are not a host's (RLIMIT_NPROC, for one, scales with the small guest RAM)."""
+    import resource
+
+    seen = set()
+    out = []
+    for rl in configured or []:
+        soft, hard = rl.get("soft"), rl.get("hard")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= RLIM_INFINITY
+                   for v in (soft, hard)):
+            from runv.errors import SpecError
+
+            raise SpecError(f"rlimit {rl.get('type')!r}: soft and hard must be unsigned 64-bit numbers")
+        res = rlimit_number(rl.get("type", ""))
+        seen.add(res)
+        out.append((res, soft, hard))
+    inherited = []
+    for res in range(len(RLIMITS)):
+        if res in seen:
+            continue
+        try:
+            soft, hard = resource.getrlimit(res)
+        except (ValueError, OSError):
+            continue
+        soft, hard = (RLIM_INFINITY if v == resource.RLIM_INFINITY else v for v in (soft, hard))
+        if res == RLIMITS.index("NOFILE"):
+            soft, hard = min(soft, NR_OPEN), min(hard, NR_OPEN)
+        inherited.append((res, soft, hard))
+    return inherited + out
 
 
 def rlimit_number(name: str) -> int:
@@ -125,7 +162,40 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
             dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0)) + dev["path"].encode()))
     if linux.get("rootfsPropagation") in PROPAGATION:
         out.append(rec_u32(Tag.ROOT_PROPAGATION, PROPAGATION[linux["rootfsPropagation"]]))
+    if linux.get("seccomp") is not None:
+        from runv.seccomp import compile_profile
+
+        program = compile_profile(linux["seccomp"])
+        out.append(record(Tag.SECCOMP, program.filter))
+        if program.flags:
+            out.append(rec_u32(Tag.SECCOMP_FLAGS, program.flags))
+    out += id_map_records(linux)
     return b"".join(out)
+
+
+def id_map_records(linux: dict[str, Any]) -> list[bytes]:
+    """UID_MAP and GID_MAP for a new user namespace. Without one the maps mean
+    nothing; with one and no maps, runc refuses the config, and so does runv."""
+    from runv.errors import SpecError
+
+    if not namespace_flags(linux) & CLONE_NEWUSER:
+        return []
+    out = []
+    for key, tag in (("uidMappings", Tag.UID_MAP), ("gidMappings", Tag.GID_MAP)):
+        maps = linux.get(key) or []
+        if not maps:
+            raise SpecError(f"a user namespace needs linux.{key}")
+        if len(maps) > 340:  # the kernel's limit per map
+            raise SpecError(f"linux.{key}: at most 340 ranges")
+        value = b""
+        for m in maps:
+            fields = [m.get(k) for k in ("containerID", "hostID", "size")]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in fields) \
+                    or not fields[2]:
+                raise SpecError(f"linux.{key}: {m!r} is not a valid range")
+            value += struct.pack("<3I", *fields)
+        out.append(record(tag, value))
+    return out
 
 
 def namespace_flags(linux: dict[str, Any]) -> int:
@@ -135,8 +205,8 @@ def namespace_flags(linux: dict[str, Any]) -> int:
     for ns in linux.get("namespaces") or []:
         if not ns.get("path"):
             flags |= NAMESPACE_FLAGS.get(ns.get("type", ""), 0)
-    return flags & ~CLONE_NEWUSER
+    return flags
 
 
 __all__ = ["create_records", "process_records", "mount_record", "parse_mount_options",
-           "namespace_flags", "record", "rec_i32"]
+           "namespace_flags", "id_map_records", "rlimits", "record", "rec_i32"]

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import pytest
 
 from mkbundle import make_rootfs
+from runv_testlib import ROOTS, leftovers
 
 # The installed launcher (what engines call), else the venv's console script.
 RUNV = os.environ.get("RUNV_BIN") or shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
-ROOTS: list[str] = []
 
 
 @dataclass
@@ -92,33 +92,7 @@ def make_bundle(tmp_path, rootfs_template):
     return make
 
 
-def leftovers() -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(root in cmdline for root in ROOTS):
-            found.append(f"process {pid}: {cmdline[:200]}")
-    for root in ROOTS:
-        if os.path.isdir(root) and os.listdir(root):
-            found.append(f"state left in {root}: {os.listdir(root)}")
-    return found
-
-
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
     yield
     assert leftovers() == []
-
-
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    """Check runc's style of failure: non-zero, one `runv: ...` line, no traceback."""
-    err = r.stderr.decode()
-    assert r.returncode != 0, err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("runv: "), err
-    return lines[0]

@@ -7,7 +7,7 @@ import shutil
 import signal
 import time
 
-from conftest import leftovers, one_line_error
+from runv_testlib import leftovers, one_line_error
 
 
 def assert_clean(runv):

@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from conftest import one_line_error
+from runv_testlib import one_line_error
 
 
 def test_spec_writes_a_default_config_that_runs(runv, make_bundle, tmp_path):

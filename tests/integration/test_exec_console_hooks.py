@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import leftovers, one_line_error
+from runv_testlib import leftovers, one_line_error
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_hooks_run_in_order_with_the_state(runv, make_bundle, tmp_path):
     assert [ln.split()[0] for ln in lines] == [
         "createRuntime", "prestart", "createContainer", "startContainer", "poststart", "poststop"]
     state = json.loads(lines[0].split(" ", 1)[1])
-    assert state["id"] == "hooked" and state["status"] == "creating" and state["pid"] > 0
+    assert state["id"] == "hooked" and state["status"] == "created" and state["pid"] > 0
 
 
 def test_failing_prestart_fails_create_and_leaves_nothing(runv, make_bundle, tmp_path):

@@ -1,7 +1,7 @@
 """OCI process and linux settings applied inside the guest."""
 from __future__ import annotations
 
-from conftest import leftovers, one_line_error
+from runv_testlib import leftovers, one_line_error
 
 
 def test_rlimits_caps_nnp_oom_masked_sysctl(runv, make_bundle):
