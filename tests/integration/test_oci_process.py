@@ -54,3 +54,24 @@ def test_host_cgroup_holds_the_vm(runv, make_bundle):
     for d in os.listdir("/sys/fs/cgroup"):
         if os.path.isdir(f"/sys/fs/cgroup/{d}/runv-test"):
             os.rmdir(f"/sys/fs/cgroup/{d}/runv-test")
+
+
+def test_seccomp_profile_blocks_a_syscall(runv, make_bundle):
+    def edit(config):
+        config["root"]["readonly"] = False
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    r = runv("run", "--bundle", make_bundle(["sh", "-c", "mkdir /tmp/x; echo $?; echo still here"],
+                                            config_edit=edit), "sc1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"1\nstill here\n" and b"Operation not permitted" in r.stderr
+
+
+def test_malformed_seccomp_profile_is_refused_cleanly(runv, make_bundle):
+    def edit(config):
+        config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 7, "value": 1, "op": "SCMP_CMP_EQ"}]}]}
+    line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "sc2"))
+    assert "seccomp" in line
+    assert leftovers() == []
