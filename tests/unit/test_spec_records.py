@@ -21,11 +21,52 @@ def test_mount_record_layout():
     assert value[8:] == b"tmpfs\0tmpfs\0/dev\0mode=755\0"
 
 
-def test_namespaces_always_include_mount_and_skip_network_and_user():
+def test_namespaces_always_include_mount_and_skip_network():
     linux = {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "user"},
                             {"type": "uts", "path": "/proc/1/ns/uts"}]}
-    assert spec.namespace_flags(linux) == spec.CLONE_NEWNS | spec.CLONE_NEWPID
+    assert spec.namespace_flags(linux) == spec.CLONE_NEWNS | spec.CLONE_NEWPID | spec.CLONE_NEWUSER
     assert spec.namespace_flags({}) == spec.CLONE_NEWNS
+
+
+def test_user_namespace_maps():
+    import pytest
+
+    from runv.errors import SpecError
+
+    linux = {"namespaces": [{"type": "user"}],
+             "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 2000}],
+             "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 3000},
+                             {"containerID": 5000, "hostID": 9000, "size": 1}]}
+    recs = decode_records(b"".join(spec.id_map_records(linux)))
+    assert recs == [(Tag.UID_MAP, struct.pack("<3I", 0, 1000, 2000)),
+                    (Tag.GID_MAP, struct.pack("<6I", 0, 1000, 3000, 5000, 9000, 1))]
+    assert spec.id_map_records({"uidMappings": linux["uidMappings"]}) == []  # no user namespace
+    with pytest.raises(SpecError, match="needs linux.gidMappings"):
+        spec.id_map_records({"namespaces": [{"type": "user"}], "uidMappings": linux["uidMappings"]})
+    with pytest.raises(SpecError, match="not a valid range"):
+        spec.id_map_records({**linux, "uidMappings": [{"containerID": 0, "hostID": -1, "size": 1}]})
+
+
+def test_rlimits_default_to_runvs_own_then_the_configs():
+    import resource
+
+    got = spec.rlimits([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}])
+    assert got[-1] == (7, 10, 20) and [r for r in got if r[0] == 7] == [(7, 10, 20)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    inf = 2**64 - 1
+    want = tuple(inf if v == resource.RLIM_INFINITY else v for v in (soft, hard))
+    assert (3, *want) in got
+    assert {r[0] for r in got} == set(range(16))
+
+
+def test_seccomp_record():
+    recs = decode_records(spec.create_records(
+        {"process": {"args": ["x"]}, "linux": {"seccomp": {
+            "defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"}]}}}, [], []))
+    prog = [v for t, v in recs if t == Tag.SECCOMP]
+    assert len(prog) == 1 and len(prog[0]) % 8 == 0 and len(prog[0]) > 8
+    assert (Tag.SECCOMP_FLAGS, struct.pack("<I", 2)) in recs
 
 
 def test_process_records():
