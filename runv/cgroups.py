@@ -2,20 +2,44 @@
 applied: real resource control of the VM.
 
 Works on cgroup v1 controllers mounted under /sys/fs/cgroup (this host's hybrid
-layout) and on a pure v2 hierarchy. The memory limit gets the VM's own
-overhead on top (QEMU and the guest kernel), or the host would kill QEMU at the
-first page the container touches past its limit.
+layout) and on a pure v2 hierarchy. What the VM is, and so what the limits
+bound on the host:
+
+- memory: the guest's RAM is sized from the limit (resources.py), and the
+  cgroup's limit gets the VM's own overhead on top (QEMU and the guest kernel),
+  or the host would kill QEMU at the first page the container touches past its
+  limit;
+- pids: QEMU's threads and the shim count; the limit is kept to at least
+  MIN_PIDS so that a small container limit cannot starve QEMU of threads;
+- devices: the container's rules, in order, then the few devices the VM itself
+  needs (KVM, tun, vhost, the pty of a console, /dev/null and friends);
+- cpu, cpuset, blkio, hugetlb, net_cls and net_prio as given.
+
+A relative cgroupsPath lives under /runv, an absolute one is taken as given
+(under each hierarchy's mount point), and without one the cgroup is /runv/<id>.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from runv.errors import RunvError
 
 ROOT = "/sys/fs/cgroup"
+DEFAULT_PARENT = "/runv"
 VM_OVERHEAD = 256 * 2**20  # QEMU's own memory plus the guest kernel's
+MIN_PIDS = 64  # the shim and QEMU's threads (vCPUs, I/O workers) must fit
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "hugetlb", "net_cls",
+                  "net_prio", "freezer", "devices")
+# What QEMU and the shim open on the host: the memory devices, the tty and
+# pty of a console, tun for the NICs, KVM and vhost.
+VM_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
+              "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm", "c 10:232 rwm", "c 10:238 rwm",
+              "c 10:241 rwm"]
 
 
 class CgroupError(RunvError):
@@ -26,33 +50,35 @@ class CgroupError(RunvError):
 class Cgroup:
     dirs: list[str]
 
-    def destroy(self) -> None:
-        """Remove the directories; killed processes may take a moment to leave."""
-        import errno
-        import time
-
+    def destroy(self, wait: float = 2.0) -> None:
+        """Remove the directories; killed processes may take a moment to leave
+        (up to `wait` seconds in all)."""
+        deadline = time.monotonic() + wait
         for d in self.dirs:
-            for _ in range(100):
+            while True:
                 try:
                     os.rmdir(d)
                 except OSError as e:
-                    if e.errno == errno.EBUSY:
+                    if e.errno == errno.EBUSY and time.monotonic() < deadline:
                         time.sleep(0.01)
                         continue
                 break
 
 
 def cgroup_path(config: dict[str, Any], container_id: str) -> str:
-    path = (config.get("linux") or {}).get("cgroupsPath") or f"/runv/{container_id}"
+    path = (config.get("linux") or {}).get("cgroupsPath") or f"{DEFAULT_PARENT}/{container_id}"
     if ":" in path and not path.startswith("/"):
         # systemd's slice:prefix:name
         slice_, prefix, name = (path.split(":") + ["", ""])[:3]
         path = f"/{slice_}/{prefix}-{name}.scope" if prefix else f"/{slice_}/{name}"
-    return path if path.startswith("/") else f"/runv/{path}"
+    path = path if path.startswith("/") else f"{DEFAULT_PARENT}/{path}"
+    if ".." in path.split("/"):
+        raise CgroupError(f"cgroupsPath {path!r} must not contain '..'")
+    return os.path.normpath(path)
 
 
 def _hierarchies() -> dict[str, str]:
-    """Controller name -> mount point."""
+    """Controller name -> mount point ("unified" for the cgroup2 mount)."""
     out: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -61,75 +87,109 @@ def _hierarchies() -> dict[str, str]:
             fstype, opts = fields[sep + 1], fields[sep + 3].split(",")
             if fstype == "cgroup":
                 for opt in opts:
-                    if opt in ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio",
-                               "hugetlb", "net_cls", "net_prio", "freezer", "devices"):
+                    if opt in V1_CONTROLLERS:
                         out[opt] = fields[4]
-            elif fstype == "cgroup2" and fields[4] == ROOT:
+            elif fstype == "cgroup2" and fields[4].startswith(ROOT):
                 out["unified"] = fields[4]
     return out
 
 
-def _write(directory: str, name: str, value: Any, required: bool = False) -> None:
+def _write(directory: str, name: str, value: Any, required: bool = False) -> bool:
+    """Write a knob; a knob the kernel lacks is skipped (False) unless required."""
     path = os.path.join(directory, name)
     if not os.path.exists(path):
         if required:
             raise CgroupError(f"cgroup {directory} has no {name}")
-        return  # this kernel has no such knob (e.g. blkio.weight without BFQ)
+        return False
     try:
         with open(path, "w") as f:
             f.write(str(value))
     except OSError as e:
         raise CgroupError(f"cgroup {path}: cannot write {value}: {e.strerror}") from None
+    return True
 
 
 def setup(config: dict[str, Any], container_id: str, pid: int) -> Cgroup:
-    """Make the cgroup, apply the resources and move `pid` (the shim) in."""
+    """Make the cgroup, apply the resources and move `pid` (the shim) in.
+    On failure, whatever was made is removed again."""
     res = (config.get("linux") or {}).get("resources") or {}
+    check(res)
     rel = cgroup_path(config, container_id).lstrip("/")
     mounts = _hierarchies()
+    v2_only = "unified" in mounts and mounts["unified"] == ROOT
+    if res.get("unified") and not v2_only:
+        raise CgroupError("linux.resources.unified needs a cgroup v2 host")
     dirs: list[str] = []
-    for mount in sorted(set(mounts.values())):
-        if mount.endswith("systemd") or (mounts.get("unified") == mount and len(mounts) > 1):
-            continue
-        d = os.path.join(mount, rel)
-        controllers = {c for c, m in mounts.items() if m == mount}
-        _makedirs(mount, rel, "cpuset" in controllers)
-        dirs.append(d)
-        try:
-            _apply(d, controllers, res)
-            _write(d, "cgroup.procs", pid)
-        except CgroupError:
-            Cgroup(dirs).destroy()
-            raise
+    joined: list[str] = []
+    try:
+        if v2_only:
+            _makedirs_v2(ROOT, rel, dirs)
+            _apply_v2(dirs[0], res)
+        else:
+            for mount in sorted(set(mounts.values())):
+                if mount == mounts.get("unified"):
+                    continue  # the hybrid layout's cgroup2 has no controllers
+                controllers = {c for c, m in mounts.items() if m == mount}
+                _makedirs(mount, rel, "cpuset" in controllers, dirs)
+                _apply(dirs[-1], controllers, res)
+        # only once every knob took: a cgroup with a process in it cannot be removed
+        for d in dirs:
+            _write(d, "cgroup.procs", pid, required=True)
+            joined.append(d)
+    except BaseException:
+        for d in joined:  # back to the hierarchy's root, so that the cgroups can go
+            root = d[:len(d) - len(rel)].rstrip("/")
+            try:
+                _write(root, "cgroup.procs", pid)
+            except CgroupError:
+                pass
+        Cgroup(dirs).destroy(wait=0.5)
+        raise
     return Cgroup(dirs)
 
 
+# ---- validation, before anything is made ----
+
+PAGE_SIZE = re.compile(r"^[1-9][0-9]*[KMGTP]?B$")
+
+
+def check(res: dict[str, Any]) -> None:
+    """Values no kernel interface takes are errors, as in runc."""
+    mem = res.get("memory") or {}
+    sw = mem.get("swappiness")
+    if sw is not None and sw != -1 and sw != 2**64 - 1 and not 0 <= sw <= 100:
+        raise CgroupError(f"invalid memory swappiness {sw}: the range is 0-100")
+    limit, swap = mem.get("limit"), mem.get("swap")
+    if isinstance(limit, int) and isinstance(swap, int) and limit > 0 and 0 < swap < limit:
+        raise CgroupError(f"memory+swap limit {swap} is smaller than the memory limit {limit}")
+    for h in res.get("hugepageLimits") or []:
+        if not PAGE_SIZE.match(str(h.get("pageSize", ""))):
+            raise CgroupError(f"invalid hugepage size {h.get('pageSize')!r}")
+    for rule in res.get("devices") or []:
+        if rule.get("type", "a") not in ("a", "b", "c") or not set(rule.get("access") or "rwm") <= set("rwm"):
+            raise CgroupError(f"invalid device cgroup rule {rule!r}")
+
+
+# ---- cgroup v1 ----
+
 def _apply(d: str, controllers: set[str], res: dict[str, Any]) -> None:
-    mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}
     if "memory" in controllers:
-        if mem.get("limit", 0) > 0:
-            _write(d, "memory.limit_in_bytes", mem["limit"] + VM_OVERHEAD)
-        if mem.get("reservation", 0) > 0:
-            _write(d, "memory.soft_limit_in_bytes", mem["reservation"])
-        if mem.get("swap", 0) > 0:
-            _write(d, "memory.memsw.limit_in_bytes", mem["swap"] + VM_OVERHEAD)
-        if mem.get("swappiness") is not None and mem["swappiness"] <= 100:
-            _write(d, "memory.swappiness", mem["swappiness"])
+        _memory_v1(d, res.get("memory") or {})
     if "cpu" in controllers:
-        for key, knob in (("shares", "cpu.shares"), ("period", "cpu.cfs_period_us"),
-                          ("quota", "cpu.cfs_quota_us"), ("realtimePeriod", "cpu.rt_period_us"),
-                          ("realtimeRuntime", "cpu.rt_runtime_us")):
-            if cpu.get(key):
-                _write(d, knob, cpu[key])
+        _cpu_v1(d, res.get("cpu") or {})
     if "cpuset" in controllers:
-        parent = os.path.dirname(d)
+        cpu = res.get("cpu") or {}
         for knob, key in (("cpuset.cpus", "cpus"), ("cpuset.mems", "mems")):
-            value = cpu.get(key) or _inherit(d, parent, knob)
+            value = cpu.get(key) or _inherit(os.path.dirname(d), knob)
             _write(d, knob, value)
-    if "pids" in controllers and pids.get("limit"):
-        _write(d, "pids.max", pids["limit"] if pids["limit"] > 0 else "max")
-    if "blkio" in controllers and (res.get("blockIO") or {}).get("weight"):
-        _write(d, "blkio.weight", res["blockIO"]["weight"])
+    if "pids" in controllers:
+        limit = (res.get("pids") or {}).get("limit")
+        if limit:
+            _write(d, "pids.max", max(limit, MIN_PIDS) if limit > 0 else "max")
+    if "devices" in controllers and res.get("devices"):
+        _devices_v1(d, res["devices"])
+    if "blkio" in controllers:
+        _blkio_v1(d, res.get("blockIO") or {})
     if "hugetlb" in controllers:
         for h in res.get("hugepageLimits") or []:
             _write(d, f"hugetlb.{h['pageSize']}.limit_in_bytes", h["limit"], required=True)
@@ -141,20 +201,123 @@ def _apply(d: str, controllers: set[str], res: dict[str, Any]) -> None:
             _write(d, "net_prio.ifpriomap", f"{p['name']} {p['priority']}")
 
 
-def _makedirs(mount: str, rel: str, cpuset: bool) -> None:
-    """mkdir -p; a new cpuset level takes its parent's cpus and mems, or it
-    could hold no task."""
+def _memory_v1(d: str, mem: dict[str, Any]) -> None:
+    def vm(v: Any) -> int | None:
+        if not isinstance(v, int) or v == 0:
+            return None
+        return -1 if v < 0 else v + VM_OVERHEAD
+
+    limit, swap = vm(mem.get("limit")), vm(mem.get("swap"))
+    has_memsw = os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
+    if limit is not None and swap is not None and has_memsw:
+        # memory+swap may never be below memory: raise it first when it grows
+        try:
+            _write(d, "memory.limit_in_bytes", limit)
+            _write(d, "memory.memsw.limit_in_bytes", swap)
+        except CgroupError:
+            _write(d, "memory.memsw.limit_in_bytes", swap)
+            _write(d, "memory.limit_in_bytes", limit)
+    elif limit is not None:
+        _write(d, "memory.limit_in_bytes", limit)
+    elif swap is not None and has_memsw:
+        _write(d, "memory.memsw.limit_in_bytes", swap)
+    # (without swap accounting there is no memsw knob: the guest has no swap anyway)
+    if isinstance(mem.get("reservation"), int) and mem["reservation"] != 0:
+        _write(d, "memory.soft_limit_in_bytes", mem["reservation"])
+    if isinstance(mem.get("kernelTCP"), int) and mem["kernelTCP"] != 0:
+        _write(d, "memory.kmem.tcp.limit_in_bytes", mem["kernelTCP"])
+    # memory.kernel: deprecated, and ignored by the kernel since 5.x (as runc 1.1 ignores it)
+    sw = mem.get("swappiness")
+    if sw is not None and 0 <= sw <= 100:
+        _write(d, "memory.swappiness", sw)
+    if mem.get("disableOOMKiller"):
+        _write(d, "memory.oom_control", 1)
+
+
+def _cpu_v1(d: str, cpu: dict[str, Any]) -> None:
+    if cpu.get("shares"):
+        _write(d, "cpu.shares", cpu["shares"])
+    period, quota = cpu.get("period"), cpu.get("quota")
+    try:  # period first, but a new period may not fit the current quota: then quota first
+        if period:
+            _write(d, "cpu.cfs_period_us", period)
+        if quota:
+            _write(d, "cpu.cfs_quota_us", quota)
+    except CgroupError:
+        if not (period and quota):
+            raise
+        _write(d, "cpu.cfs_quota_us", quota)
+        _write(d, "cpu.cfs_period_us", period)
+    if cpu.get("burst") is not None:
+        _write(d, "cpu.cfs_burst_us", cpu["burst"], required=True)
+    if cpu.get("realtimePeriod"):
+        _write(d, "cpu.rt_period_us", cpu["realtimePeriod"], required=True)
+    if cpu.get("realtimeRuntime"):
+        _write(d, "cpu.rt_runtime_us", cpu["realtimeRuntime"], required=True)
+    if cpu.get("idle") is not None:
+        _write(d, "cpu.idle", cpu["idle"], required=True)
+
+
+def device_rule(rule: dict[str, Any]) -> str:
+    """An OCI device cgroup rule as devices.allow/deny take it."""
+    kind = rule.get("type") or "a"
+    if kind == "a":
+        return "a"
+
+    def num(v: Any) -> str:
+        return "*" if v is None or v < 0 else str(v)
+
+    return f"{kind} {num(rule.get('major'))}:{num(rule.get('minor'))} {rule.get('access') or 'rwm'}"
+
+
+def _devices_v1(d: str, rules: list[dict[str, Any]]) -> None:
+    """Deny all, the container's rules in their order, then what the VM needs."""
+    _write(d, "devices.deny", "a", required=True)
+    for rule in rules:
+        _write(d, "devices.allow" if rule.get("allow") else "devices.deny", device_rule(rule), required=True)
+    for line in VM_DEVICES:
+        _write(d, "devices.allow", line, required=True)
+
+
+def _blkio_v1(d: str, blk: dict[str, Any]) -> None:
+    # blkio.weight exists only with CFQ/BFQ (or as blkio.bfq.weight): without
+    # either, the kernel has no weight to set, and that is skipped.
+    weight_knob = "blkio.bfq.weight" if os.path.exists(os.path.join(d, "blkio.bfq.weight")) else "blkio.weight"
+    if blk.get("weight"):
+        _write(d, weight_knob, blk["weight"])
+    if blk.get("leafWeight"):
+        _write(d, "blkio.leaf_weight", blk["leafWeight"])
+    for dev in blk.get("weightDevice") or []:
+        if dev.get("weight"):
+            _write(d, weight_knob + "_device", f"{dev['major']}:{dev['minor']} {dev['weight']}")
+        if dev.get("leafWeight"):
+            _write(d, "blkio.leaf_weight_device", f"{dev['major']}:{dev['minor']} {dev['leafWeight']}")
+    for key, knob in (("throttleReadBpsDevice", "read_bps_device"), ("throttleWriteBpsDevice", "write_bps_device"),
+                      ("throttleReadIOPSDevice", "read_iops_device"),
+                      ("throttleWriteIOPSDevice", "write_iops_device")):
+        for dev in blk.get(key) or []:
+            _write(d, f"blkio.throttle.{knob}", f"{dev['major']}:{dev['minor']} {dev['rate']}", required=True)
+
+
+def _makedirs(mount: str, rel: str, cpuset: bool, leaves: list[str]) -> None:
+    """mkdir -p, and the leaf goes in `leaves` (the container's to remove; its
+    parents may be shared). A new cpuset level takes its parent's cpus and
+    mems, or it could hold no task."""
     d = mount
     for part in filter(None, rel.split("/")):
         parent, d = d, os.path.join(d, part)
         if not os.path.isdir(d):
-            os.mkdir(d)
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                continue  # made by a concurrent create
             if cpuset:
                 for knob in ("cpuset.cpus", "cpuset.mems"):
-                    _write(d, knob, _inherit(d, parent, knob))
+                    _write(d, knob, _inherit(parent, knob))
+    leaves.append(d)
 
 
-def _inherit(d: str, parent: str, knob: str) -> str:
+def _inherit(parent: str, knob: str) -> str:
     """cpuset needs cpus and mems before it takes a task: take the nearest set ones."""
     while parent and parent != "/":
         try:
@@ -166,3 +329,60 @@ def _inherit(d: str, parent: str, knob: str) -> str:
             pass
         parent = os.path.dirname(parent)
     return ""
+
+
+# ---- cgroup v2 ----
+
+def _makedirs_v2(root: str, rel: str, leaves: list[str]) -> None:
+    """mkdir -p with every controller enabled on the way down."""
+    d = root
+    for part in filter(None, rel.split("/")):
+        try:
+            with open(os.path.join(d, "cgroup.controllers")) as f:
+                wanted = " ".join("+" + c for c in f.read().split())
+            if wanted:
+                _write(d, "cgroup.subtree_control", wanted)
+        except (OSError, CgroupError):
+            pass  # a controller that cannot be enabled here: its knobs will be missing
+        d = os.path.join(d, part)
+        os.makedirs(d, exist_ok=True)
+    leaves.append(d)
+
+
+def _apply_v2(d: str, res: dict[str, Any]) -> None:
+    mem, cpu = res.get("memory") or {}, res.get("cpu") or {}
+    if isinstance(mem.get("limit"), int) and mem["limit"]:
+        _write(d, "memory.max", "max" if mem["limit"] < 0 else mem["limit"] + VM_OVERHEAD, required=True)
+    if isinstance(mem.get("swap"), int) and mem["swap"]:
+        limit = mem.get("limit") or 0
+        swap = "max" if mem["swap"] < 0 or limit < 0 else max(mem["swap"] - limit, 0)
+        _write(d, "memory.swap.max", swap)
+    if isinstance(mem.get("reservation"), int) and mem["reservation"]:
+        _write(d, "memory.low", "max" if mem["reservation"] < 0 else mem["reservation"], required=True)
+    if cpu.get("shares"):  # runc's conversion of shares (2-262144) to weight (1-10000)
+        _write(d, "cpu.weight", 1 + ((cpu["shares"] - 2) * 9999) // 262142, required=True)
+    if cpu.get("quota") or cpu.get("period"):
+        quota = cpu.get("quota")
+        _write(d, "cpu.max", f"{'max' if not quota or quota < 0 else quota} {cpu.get('period') or 100000}",
+               required=True)
+    if cpu.get("idle") is not None:
+        _write(d, "cpu.idle", cpu["idle"], required=True)
+    for knob, key in (("cpuset.cpus", "cpus"), ("cpuset.mems", "mems")):
+        if cpu.get(key):
+            _write(d, knob, cpu[key], required=True)
+    limit = (res.get("pids") or {}).get("limit")
+    if limit:
+        _write(d, "pids.max", max(limit, MIN_PIDS) if limit > 0 else "max", required=True)
+    for h in res.get("hugepageLimits") or []:
+        _write(d, f"hugetlb.{h['pageSize']}.max", h["limit"], required=True)
+    blk = res.get("blockIO") or {}
+    if blk.get("weight"):
+        _write(d, "io.weight", f"default {1 + ((blk['weight'] - 10) * 9999) // 990}")
+    for key, field in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
+                       ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
+        for dev in blk.get(key) or []:
+            _write(d, "io.max", f"{dev['major']}:{dev['minor']} {field}={dev['rate']}", required=True)
+    for key, value in (res.get("unified") or {}).items():
+        if "/" in key or key.startswith("."):
+            raise CgroupError(f"linux.resources.unified: bad key {key!r}")
+        _write(d, key, value, required=True)

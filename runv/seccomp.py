@@ -86,6 +86,10 @@ class Program:
     def __len__(self) -> int:
         return len(self.filter) // 8
 
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        """`program, flags = compile_profile(...)` works too."""
+        return iter((self.filter, self.flags))
+
 
 def action(name: Any, errno_ret: Any, where: str) -> int:
     """The SECCOMP_RET_* value of an OCI action; errnoRet for ERRNO (default

@@ -47,8 +47,12 @@ struct spec {
     int nmasked, nreadonly;
     struct kv *sysctls, *shares; /* shares: key = 9p tag, value = guest dir */
     int nsysctls, nshares;
+    struct kv *cgknobs; /* CGROUP: knob, value */
+    int ncgknobs;
     struct device *devices;
     int ndevices;
+    uint32_t *idmap[2]; /* UID_MAP, GID_MAP: (container, host, size) triples */
+    int nidmap[2];
 };
 
 int spec_parse(struct spec *s, const uint8_t *p, size_t len, struct error *e);
@@ -69,6 +73,9 @@ static inline uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t
 
 /* ---- dispatch.c ---- */
 void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len);
+
+/* ---- restore.c ---- */
+void do_hello(const uint8_t *p, uint32_t len);
 
 /* ---- main.c ---- */
 extern int epfd, debug, in_agent;
@@ -115,6 +122,7 @@ void proc_remove(struct proc *p);
 int proc_create_init(struct proc *p, struct spec *s, struct error *e);
 int proc_start_init(struct proc *p, struct error *e);
 int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e);
+void container_seccomp_keep(const struct spec *s);
 void proc_reap(void);
 void proc_finish(struct proc *p);
 int container_pids(pid_t *out, int max);
@@ -125,6 +133,11 @@ int net_configure(const uint8_t *p, size_t len, struct error *e);
 
 /* ---- container.c ---- */
 int mount_shares(struct spec *s, struct error *e);
+int write_file(const char *path, const char *value);
+int cgroup_prepare(struct spec *s, struct error *e);
+int cgroup_enter(pid_t pid, struct error *e);
+int cgroup_join(pid_t init, struct error *e);
+void cgroup_remove(void);
 void umount_shares(struct spec *s);
 /* in the child, before execve: */
 int container_setup(struct spec *s, struct error *e);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -54,6 +55,70 @@ void umount_shares(struct spec *s)
     for (int i = 0; i < s->nshares; i++)
         umount2(s->shares[i].value, MNT_DETACH);
     umount2(ROOTFS_DIR, MNT_DETACH);
+}
+
+/* ---- the container's cgroup in the guest (cgroup v2, mounted by the agent) ---- */
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CGROUP_DIR CGROUP_ROOT "/container"
+
+/* Makes the container's cgroup and sets its knobs (linux.resources as the
+ * host computed them), enabling the controllers they belong to. */
+int cgroup_prepare(struct spec *s, struct error *e)
+{
+    char path[PATH_MAX], ctl[64];
+    if (!s->ncgknobs)
+        return 0;
+    if (mkdir(CGROUP_DIR, 0755) < 0 && errno != EEXIST)
+        return err_set(e, errno, "mkdir %s", CGROUP_DIR);
+    for (int i = 0; i < s->ncgknobs; i++) {
+        const char *knob = s->cgknobs[i].key, *dot = strchr(knob, '.');
+        if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {
+            snprintf(ctl, sizeof ctl, "+%.*s", (int)(dot - knob), knob);
+            if (write_file(CGROUP_ROOT "/cgroup.subtree_control", ctl) < 0)
+                return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
+        }
+        snprintf(path, sizeof path, CGROUP_DIR "/%s", knob);
+        if (write_file(path, s->cgknobs[i].value) < 0)
+            return err_set(e, errno, "guest cgroup: %s = %s", knob, s->cgknobs[i].value);
+    }
+    return 0;
+}
+
+/* Moves pid into the container's cgroup (made by cgroup_prepare). */
+int cgroup_enter(pid_t pid, struct error *e)
+{
+    char value[16];
+    snprintf(value, sizeof value, "%d", pid);
+    if (write_file(CGROUP_DIR "/cgroup.procs", value) < 0)
+        return err_set(e, errno, "move the container's init into its cgroup");
+    return 0;
+}
+
+/* Moves the calling process into the cgroup of the container's init. */
+int cgroup_join(pid_t init, struct error *e)
+{
+    char path[PATH_MAX + 32], line[PATH_MAX];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", init);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return errno == ENOENT ? err_setx(e, ESRCH, "the container's init has exited") : err_set(e, errno, "open %s", path);
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (strncmp(line, "0::/", 4) || !line[4])
+            continue; /* not v2, or the root: nothing to join */
+        snprintf(path, sizeof path, CGROUP_ROOT "%s/cgroup.procs", line + 3);
+        if (write_file(path, "0") < 0)
+            rc = err_set(e, errno, "join the container's cgroup %s", line + 3);
+    }
+    fclose(f);
+    return rc;
+}
+
+void cgroup_remove(void)
+{
+    rmdir(CGROUP_DIR);
 }
 
 /* ---- paths inside the rootfs ---- */
@@ -157,8 +222,16 @@ static int mount_one(struct mountrec *m, struct error *e)
             rc = mount(NULL, dst, NULL, (m->flags & ~MS_REC) | MS_BIND | MS_REMOUNT, NULL);
     } else {
         /* cgroup v1 hierarchies are not set up in the guest: "cgroup" is cgroup2 */
-        int cg = !strcmp(m->type, "cgroup");
+        int cg = !strcmp(m->type, "cgroup") || !strcmp(m->type, "cgroup2");
         rc = mount(m->source, dst, cg ? "cgroup2" : m->type, m->flags & ~MS_REMOUNT, cg || !*m->data ? NULL : m->data);
+        const char *guest = !strcmp(m->type, "sysfs") ? "/sys" : cg ? "/sys/fs/cgroup" : NULL;
+        if (rc < 0 && errno == EPERM && guest) {
+            /* In a user namespace, sysfs needs a network namespace of its own and
+             * cgroup2 a cgroup namespace: bind the guest's instead, as runc does. */
+            rc = mount(guest, dst, NULL, MS_BIND | MS_REC, NULL);
+            if (rc == 0)
+                rc = mount(NULL, dst, NULL, (m->flags & ~(MS_REC | MS_REMOUNT)) | MS_BIND | MS_REMOUNT, NULL);
+        }
     }
     for (unsigned long bit = MS_UNBINDABLE; rc == 0 && bit <= MS_SHARED; bit <<= 1)
         if (m->prop & bit)
@@ -235,7 +308,7 @@ static int remount_ro(const char *path)
     return mount(NULL, path, NULL, flags, NULL);
 }
 
-static int write_file(const char *path, const char *value)
+int write_file(const char *path, const char *value)
 {
     int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
     if (fd < 0)
@@ -246,24 +319,38 @@ static int write_file(const char *path, const char *value)
     return n < 0 ? (errno = saved, -1) : 0;
 }
 
+/* linux.devices, under ROOTFS_DIR. In a user namespace mknod is not allowed:
+ * the guest's own node for the same device is bind-mounted instead, as runc
+ * binds the host's. */
 static int make_devices(struct spec *s, struct error *e)
 {
     for (int i = 0; i < s->ndevices; i++) {
         struct device *d = &s->devices[i];
-        char dir[PATH_MAX];
+        char path[PATH_MAX];
+        struct stat st;
         mode_t type = d->type == 'b' ? S_IFBLK : d->type == 'p' ? S_IFIFO : S_IFCHR;
         mode_t perm = d->mode & 07777 ? d->mode & 07777 : 0666;
-        snprintf(dir, sizeof dir, "%s", d->path);
-        char *slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-            *slash = 0;
-            mkdir_p(dir, 0755);
+        dev_t dev = makedev(d->major, d->minor);
+        if (resolve(ROOTFS_DIR, d->path, path, sizeof path) < 0)
+            return err_set(e, errno, "device %s", d->path);
+        char *slash = strrchr(path, '/');
+        *slash = 0;
+        mkdir_p(path, 0755);
+        *slash = '/';
+        unlink(path);
+        if (mknod(path, type | perm, dev) == 0) {
+            if (chown(path, d->uid, d->gid) < 0)
+                return err_set(e, errno, "chown %s", d->path);
+            continue;
         }
-        unlink(d->path);
-        if (mknod(d->path, type | perm, makedev(d->major, d->minor)) < 0)
+        if (errno != EPERM || type == S_IFIFO || stat(d->path, &st) < 0 ||
+            (st.st_mode & S_IFMT) != type || st.st_rdev != dev)
             return err_set(e, errno, "mknod %s", d->path);
-        if (chown(d->path, d->uid, d->gid) < 0)
-            return err_set(e, errno, "chown %s", d->path);
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+        if (mount(d->path, path, NULL, MS_BIND, NULL) < 0)
+            return err_set(e, errno, "bind the device %s", d->path);
     }
     return 0;
 }
@@ -275,6 +362,10 @@ int container_setup(struct spec *s, struct error *e)
     umask(0);
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
         return err_set(e, errno, "make / a slave mount");
+    /* In a new user namespace the mounts inherited from the agent are locked
+     * and cannot be moved: the container's root is a bind mount of its own. */
+    if ((s->nsflags & CLONE_NEWUSER) && mount(ROOTFS_DIR, ROOTFS_DIR, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return err_set(e, errno, "bind the rootfs on itself");
     if (mount_default(s, "proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "", e) < 0 ||
         mount_default(s, "sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "", e) < 0 ||
         mount_default(s, "tmpfs", "/dev", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k", e) < 0)
@@ -282,7 +373,7 @@ int container_setup(struct spec *s, struct error *e)
     for (int i = 0; i < s->nmounts; i++)
         if (mount_one(&s->mounts[i], e) < 0)
             return -1;
-    if (populate_dev(s, e) < 0)
+    if (populate_dev(s, e) < 0 || make_devices(s, e) < 0)
         return -1;
     /* pivot_root cannot leave the initramfs: move the rootfs over / instead */
     if (chdir(ROOTFS_DIR) < 0 || mount(ROOTFS_DIR, "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
@@ -293,8 +384,6 @@ int container_setup(struct spec *s, struct error *e)
         return err_set(e, errno, "sethostname \"%s\"", s->hostname);
     if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)
         return err_set(e, errno, "setdomainname \"%s\"", s->domainname);
-    if (make_devices(s, e) < 0)
-        return -1;
     for (int i = 0; i < s->nsysctls; i++) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "/proc/sys/%s", s->sysctls[i].key);

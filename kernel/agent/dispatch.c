@@ -34,8 +34,10 @@ static void do_create(uint32_t stream, const uint8_t *p, uint32_t len)
     if (proc_create_init(pr, &s, &e) < 0) {
         proc_remove(pr);
         umount_shares(&s);
+        cgroup_remove();
         goto fail;
     }
+    container_seccomp_keep(&s);
     send_ok_u32(stream, pr->pid);
     spec_free(&s);
     return;
@@ -138,6 +140,7 @@ void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len)
         break;
     case MSG_SHUTDOWN: power_off(NULL);
     case MSG_NETIF: reply(stream, net_configure(p, len, &e), &e); break;
+    case MSG_HELLO: do_hello(p, len); break;
     default: break; /* guest -> host types: nothing to do */
     }
 }

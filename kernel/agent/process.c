@@ -25,7 +25,7 @@ struct proc *procs, *init_proc;
 static struct stat init_mntns; /* processes in this mount namespace are the container's */
 
 /* Messages on the socket between the agent and a child it is setting up. */
-enum { CH_READY = 1, CH_ERROR, CH_PID, CH_PTY, CH_START };
+enum { CH_READY = 1, CH_ERROR, CH_PID, CH_PTY, CH_START, CH_GO };
 struct chanmsg { int32_t kind, err, pid; char msg[488]; };
 
 static int setup_terminal(int chan, int console, struct error *e);
@@ -158,6 +158,57 @@ static int collect(struct proc *p, int until_ready, struct error *e)
     return failed;
 }
 
+/* ---- limits that need privileges outside a user namespace ---- */
+
+/* rlimits and oom_score_adj of pid (0: this process). Raising a hard limit or
+ * lowering oom_score_adj takes privileges over the initial user namespace, so
+ * the agent applies them before the process enters its user namespace; the
+ * process sets the same values again later, which needs none. */
+static int apply_limits(pid_t pid, struct spec *s, struct error *e)
+{
+    for (int i = 0; i < s->nrlimits; i++) {
+        struct rlimit rl = {.rlim_cur = s->rlimits[i].soft, .rlim_max = s->rlimits[i].hard};
+        if (prlimit(pid, s->rlimits[i].res, &rl, NULL) < 0)
+            return err_set(e, errno, "setrlimit %u", s->rlimits[i].res);
+    }
+    if (s->has_oom) {
+        char path[64], value[16], now[16] = "";
+        snprintf(path, sizeof path, pid ? "/proc/%d/oom_score_adj" : "/proc/self/oom_score_adj", pid);
+        snprintf(value, sizeof value, "%d\n", s->oom);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!read(fd, now, sizeof now - 1);
+            close(fd);
+        }
+        /* already set (by the agent, before a user namespace made the file the agent's) */
+        if (strcmp(now, value) && write_file(path, value) < 0)
+            return err_set(e, errno, "write %s", path);
+    }
+    return 0;
+}
+
+/* /proc/pid/uid_map and gid_map of a new user namespace, from the agent. */
+static int write_id_maps(pid_t pid, struct spec *s, struct error *e)
+{
+    static const char *names[] = {"uid_map", "gid_map"};
+    for (int k = 0; k < 2; k++) {
+        char path[64], buf[4096];
+        size_t n = 0;
+        if (!s->nidmap[k])
+            return err_setx(e, EINVAL, "a user namespace needs a %s", k ? "gid mapping" : "uid mapping");
+        for (int i = 0; i < s->nidmap[k] && n < sizeof buf; i++) {
+            uint32_t *m = s->idmap[k] + 3 * i;
+            n += snprintf(buf + n, sizeof buf - n, "%u %u %u\n", m[0], m[1], m[2]);
+        }
+        if (n >= sizeof buf)
+            return err_setx(e, E2BIG, "the %s is too long", names[k]);
+        snprintf(path, sizeof path, "/proc/%d/%s", pid, names[k]);
+        if (write_file(path, buf) < 0)
+            return err_set(e, errno, "write %s", names[k]);
+    }
+    return 0;
+}
+
 /* ---- CREATE and START ---- */
 
 static _Noreturn void init_child(struct spec *s, int chan, int stdio[3])
@@ -167,6 +218,21 @@ static _Noreturn void init_child(struct spec *s, int chan, int stdio[3])
 
     child_common(s->terminal ? NULL : stdio);
     setsid();
+    /* wait for the agent: the user namespace mapped, the cgroup joined */
+    if (chan_recv(chan, &m, NULL) <= 0 || m.kind != CH_GO)
+        _exit(1);
+    if (s->nsflags & CLONE_NEWUSER) { /* be the new user namespace's root */
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+            err_set(&e, errno, "become root in the user namespace (is uid and gid 0 mapped?)");
+            child_fail(chan, &e);
+        }
+        setgroups(0, NULL);
+    }
+    /* a cgroup namespace is made now, so that its root is the container's cgroup */
+    if ((s->nsflags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
+        err_set(&e, errno, "unshare the cgroup namespace");
+        child_fail(chan, &e);
+    }
     if (container_setup(s, &e) < 0 || (s->terminal && setup_terminal(chan, 1, &e) < 0) || lookup_exe(s, &e) < 0)
         child_fail(chan, &e);
     chan_send(chan, CH_READY, 0, 0, NULL, -1);
@@ -186,8 +252,16 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
         close(sv[0]), close(sv[1]);
         return -1;
     }
-    /* fork semantics (no new stack), with the namespaces created on the way */
-    pid_t pid = syscall(SYS_clone, (unsigned long)s->nsflags | SIGCHLD, 0, 0, 0, 0);
+    if (cgroup_prepare(s, e) < 0) {
+        close(sv[0]), close(sv[1]);
+        for (int i = 0; i < 3; i++)
+            if (stdio[i] >= 0)
+                close(stdio[i]);
+        return -1;
+    }
+    /* fork semantics (no new stack), with the namespaces created on the way
+     * (but the cgroup namespace: the child makes it once in its cgroup) */
+    pid_t pid = syscall(SYS_clone, (unsigned long)(s->nsflags & ~CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
         close(sv[0]);
         init_child(s, sv[1], stdio);
@@ -201,6 +275,12 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
     if (pid < 0)
         return err_set(e, saved, "clone the container's init (flags %#x)", s->nsflags);
     p->pid = pid;
+    if (((s->nsflags & CLONE_NEWUSER) && (write_id_maps(pid, s, e) < 0 || apply_limits(pid, s, e) < 0)) ||
+        (s->ncgknobs && cgroup_enter(pid, e) < 0)) {
+        kill(pid, SIGKILL);
+        return -1; /* the child is reaped as an unknown pid */
+    }
+    chan_send(p->chan, CH_GO, 0, 0, NULL, -1);
     if (collect(p, 1, e) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
@@ -227,13 +307,17 @@ int proc_start_init(struct proc *p, struct error *e)
 
 static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio[3])
 {
-    static const char *ns[] = {"ipc", "uts", "net", "pid", "cgroup", "mnt"}; /* mnt last */
-    int fds[6], root;
+    /* user first: the others belong to it when it is new; mnt last */
+    static const char *ns[] = {"user", "ipc", "uts", "net", "pid", "cgroup", "mnt"};
+    enum { NNS = sizeof ns / sizeof *ns };
+    int fds[NNS], root;
     char path[64];
     struct error e = {0};
 
     child_common(s->terminal ? NULL : stdio);
-    for (int i = 0; i < 6; i++) {
+    if (apply_limits(0, s, &e) < 0 || cgroup_join(init, &e) < 0) /* while still privileged */
+        child_fail(chan, &e);
+    for (int i = 0; i < NNS; i++) {
         struct stat mine, theirs;
         snprintf(path, sizeof path, "/proc/%d/ns/%s", init, ns[i]);
         if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
@@ -252,7 +336,7 @@ static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio
         err_set(&e, errno, "open %s", path);
         child_fail(chan, &e);
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < NNS; i++) {
         if (fds[i] >= 0 && setns(fds[i], 0) < 0) {
             err_set(&e, errno, "join the container's %s namespace", ns[i]);
             child_fail(chan, &e);
@@ -279,9 +363,32 @@ static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio
     exec_process(s, chan);
 }
 
+/* The container's seccomp filter, from CREATE: exec'd processes get it too, as in runc. */
+static void *cseccomp;
+static size_t cseccomp_len;
+static uint32_t cseccomp_flags;
+
+void container_seccomp_keep(const struct spec *s)
+{
+    free(cseccomp);
+    cseccomp = NULL;
+    cseccomp_len = 0;
+    if (s->seccomp && (cseccomp = malloc(s->seccomp_len))) {
+        memcpy(cseccomp, s->seccomp, s->seccomp_len);
+        cseccomp_len = s->seccomp_len;
+        cseccomp_flags = s->seccomp_flags;
+    }
+}
+
 int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
 {
     int sv[2], stdio[3] = {-1, -1, -1};
+
+    if (!s->seccomp && cseccomp) {
+        s->seccomp = cseccomp;
+        s->seccomp_len = cseccomp_len;
+        s->seccomp_flags = cseccomp_flags;
+    }
 
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return err_set(e, errno, "socketpair");
@@ -417,21 +524,8 @@ static _Noreturn void exec_process(struct spec *s, int chan)
     struct error e = {0};
     int chdir_later = 0, seccomp_done = 0;
 
-    for (int i = 0; i < s->nrlimits; i++) {
-        struct rlimit rl = {.rlim_cur = s->rlimits[i].soft, .rlim_max = s->rlimits[i].hard};
-        if (setrlimit(s->rlimits[i].res, &rl) < 0) {
-            err_set(&e, errno, "setrlimit %u", s->rlimits[i].res);
-            goto fail;
-        }
-    }
-    if (s->has_oom) {
-        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || dprintf(fd, "%d", s->oom) < 0) {
-            err_set(&e, errno, "write /proc/self/oom_score_adj");
-            goto fail;
-        }
-        close(fd);
-    }
+    if (apply_limits(0, s, &e) < 0)
+        goto fail;
     umask(s->umask >= 0 ? s->umask : 022);
     ensure_home(s);
     if (s->uid || s->gid)

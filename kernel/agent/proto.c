@@ -92,6 +92,7 @@ int spec_parse(struct spec *s, const uint8_t *p, size_t len, struct error *e)
     ARR(sysctls, TAG_SYSCTL, 0);
     ARR(devices, TAG_DEVICE, 0);
     ARR(shares, TAG_SHARE, 0);
+    ARR(cgknobs, TAG_CGROUP, 0);
 #undef ARR
     for (off = 0; off < len;) {
         uint32_t tag = get_u32(p + off), rl = get_u32(p + off + 4);
@@ -156,10 +157,29 @@ int spec_parse(struct spec *s, const uint8_t *p, size_t len, struct error *e)
             s->sysctls[s->nsysctls++] = (struct kv){kv[0], kv[1]};
             break;
         }
+        case TAG_CGROUP: {
+            char *kv[2];
+            cstrs(s, v, rl, kv, 2);
+            if (!*kv[0] || strchr(kv[0], '/'))
+                return err_setx(e, EINVAL, "bad cgroup knob \"%s\"", kv[0]);
+            s->cgknobs[s->ncgknobs++] = (struct kv){kv[0], kv[1]};
+            break;
+        }
         case TAG_SHARE: {
             char *kv[2];
             cstrs(s, v, rl, kv, 2);
             s->shares[s->nshares++] = (struct kv){kv[0], kv[1]};
+            break;
+        }
+        case TAG_UID_MAP:
+        case TAG_GID_MAP: {
+            int which = tag == TAG_GID_MAP;
+            if (rl % 12 || !rl)
+                return err_setx(e, EINVAL, "record %u is not a list of (container, host, size)", tag);
+            s->idmap[which] = amalloc(&s->arena, rl);
+            for (uint32_t i = 0; i < rl / 4; i++)
+                s->idmap[which][i] = get_u32(v + 4 * i);
+            s->nidmap[which] = rl / 12;
             break;
         }
         case TAG_DEVICE: {
@@ -169,7 +189,7 @@ int spec_parse(struct spec *s, const uint8_t *p, size_t len, struct error *e)
             cstrs(s, v + 24, rl - 24, &d->path, 1);
             break;
         }
-        default: break; /* unknown, or not implemented (UID_MAP, GID_MAP): skipped */
+        default: break; /* unknown: skipped */
         }
     }
     if (!*s->cwd)
@@ -189,7 +209,7 @@ int port_fd(void) { return port; }
 
 static int known_type(uint32_t t)
 {
-    return (t >= MSG_CREATE && t <= MSG_NETIF) || (t >= MSG_READY && t <= MSG_EXIT) || t == MSG_ACK;
+    return (t >= MSG_CREATE && t <= MSG_HELLO) || (t >= MSG_READY && t <= MSG_EXIT) || t == MSG_ACK;
 }
 
 int port_read(void)

@@ -29,6 +29,8 @@ enum runv_msg {
     MSG_PS = 7,       /* reply OK payload: u32 pids of the container's processes */
     MSG_SHUTDOWN = 8, /* power the VM off */
     MSG_NETIF = 9,    /* payload: records; configure a guest NIC */
+    MSG_HELLO = 10,   /* payload: u64 wall clock (ns since the epoch), then random seed bytes;
+                         a new host after a restore: the agent sets the clock, reseeds, says READY */
 
     /* guest -> host */
     MSG_READY = 100,  /* payload: u32 version, then the agent's name (text) */
@@ -75,6 +77,7 @@ enum runv_tag {
     TAG_SHARE = 25,         /* NUL-terminated 9p tag, then the guest directory to mount it on */
     TAG_NAMESPACES = 26,    /* u32 clone flags of the namespaces to create for the container */
     TAG_SECCOMP_FLAGS = 27, /* u32 seccomp(2) filter flags */
+    TAG_CGROUP = 28,        /* NUL-terminated knob of the container's guest cgroup (v2), then its value */
     TAG_NET_ADDR = 40,      /* NETIF: u32 family, u32 prefix, address bytes */
     TAG_NET_ROUTE = 41,     /* NETIF: u32 family, u32 prefix, destination bytes, gateway bytes */
     TAG_NET_MAC = 42,       /* NETIF: 6 bytes */

@@ -28,6 +28,7 @@ class Msg(enum.IntEnum):
     PS = 7
     SHUTDOWN = 8
     NETIF = 9
+    HELLO = 10
     READY = 100
     OK = 101
     ERROR = 102
@@ -65,6 +66,7 @@ class Tag(enum.IntEnum):
     SHARE = 25
     NAMESPACES = 26
     SECCOMP_FLAGS = 27
+    CGROUP = 28
     NET_ADDR = 40
     NET_ROUTE = 41
     NET_MAC = 42
@@ -164,6 +166,11 @@ def ack_payload(which: int, nbytes: int) -> bytes:
 
 def winsize_payload(rows: int, cols: int) -> bytes:
     return struct.pack("<HH", rows, cols)
+
+
+def hello_payload(realtime_ns: int, seed: bytes) -> bytes:
+    """HELLO: the host's wall clock and fresh entropy for a guest restored from a template."""
+    return struct.pack("<Q", realtime_ns) + seed
 
 
 def parse_ack(payload: bytes) -> tuple[int, int]:

@@ -170,7 +170,35 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
         if program.flags:
             out.append(rec_u32(Tag.SECCOMP_FLAGS, program.flags))
     out += id_map_records(linux)
+    out += [rec_cstrs(Tag.CGROUP, b"", knob, value) for knob, value in guest_cgroup(linux)]
     return b"".join(out)
+
+
+def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
+    """linux.resources as knobs of the container's cgroup inside the guest
+    (cgroup v2): what bounds the container's own processes, where the host
+    cgroup (runv.cgroups) bounds the whole VM. cpusets and hugetlb stay on the
+    host: the guest has its own CPU numbering and no huge pages."""
+    res = linux.get("resources") or {}
+    mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}
+    out = []
+    limit = pids.get("limit")
+    if isinstance(limit, int) and limit:
+        out.append(("pids.max", str(limit) if limit > 0 else "max"))
+    limit = mem.get("limit")
+    if isinstance(limit, int) and limit:
+        out.append(("memory.max", str(limit) if limit > 0 else "max"))
+    low = mem.get("reservation")
+    if isinstance(low, int) and low:
+        out.append(("memory.low", str(low) if low > 0 else "max"))
+    shares = cpu.get("shares")
+    if isinstance(shares, int) and shares > 0:  # runc's conversion of shares to weight
+        out.append(("cpu.weight", str(1 + ((min(max(shares, 2), 262144) - 2) * 9999) // 262142)))
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if isinstance(quota, int) and quota and quota != -1 or isinstance(period, int) and period:
+        q = quota if isinstance(quota, int) and quota > 0 else "max"
+        out.append(("cpu.max", f"{q} {period if isinstance(period, int) and period > 0 else 100000}"))
+    return out
 
 
 def id_map_records(linux: dict[str, Any]) -> list[bytes]:
@@ -209,4 +237,4 @@ def namespace_flags(linux: dict[str, Any]) -> int:
 
 
 __all__ = ["create_records", "process_records", "mount_record", "parse_mount_options",
-           "namespace_flags", "id_map_records", "rlimits", "record", "rec_i32"]
+           "namespace_flags", "id_map_records", "guest_cgroup", "rlimits", "record", "rec_i32"]

@@ -1,11 +1,13 @@
 """The QEMU process: launch it with its fds, watch it, stop it."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
 import subprocess
 from dataclasses import dataclass
+from typing import Sequence
 
 from runv import syscalls
 from runv.errors import QemuError
@@ -53,18 +55,23 @@ class VM:
             return False
 
 
-def launch(machine: Machine, port_name: str, state_dir: str) -> VM:
+def launch(machine: Machine, port_name: str, state_dir: str,
+           extra_args: Sequence[str] = (), extra_fds: Sequence[int] = ()) -> VM:
+    """Start QEMU with the console, the agent port and QMP put in front of the
+    machine's devices. `extra_args` go after the argv (template.restore adds
+    `-incoming`), and `extra_fds` are passed on to QEMU as they are."""
     agent_host, agent_vm = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     qmp_host, qmp_vm = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     console = os.path.join(state_dir, "console.log")
     log_path = os.path.join(state_dir, "qemu.log")
-    machine.devices = [Console(console), SerialPort(port_name, agent_vm.fileno()),
-                       Qmp(qmp_vm.fileno())] + machine.devices
+    # A copy: the caller's machine stays as it was (a failed restore falls back to a boot).
+    machine = dataclasses.replace(machine, devices=[
+        Console(console), SerialPort(port_name, agent_vm.fileno()), Qmp(qmp_vm.fileno()), *machine.devices])
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                machine.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(agent_vm.fileno(), qmp_vm.fileno()), preexec_fn=_die_with_parent)
+                machine.argv() + list(extra_args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(agent_vm.fileno(), qmp_vm.fileno(), *extra_fds), preexec_fn=_die_with_parent)
         except OSError as e:
             raise QemuError(f"cannot start {machine.qemu}: {e.strerror}") from None
     agent_vm.close()
