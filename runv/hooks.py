@@ -29,13 +29,14 @@ def run(hooks: dict[str, Any] | None, kind: str, state: dict[str, Any], cwd: str
 
 
 def run_warn(hooks: dict[str, Any] | None, kind: str, state: dict[str, Any], cwd: str) -> None:
-    """poststart and poststop: a failure is logged, not fatal."""
+    """poststart and poststop: a failing hook is logged, and the others still run."""
     from runv import log
 
-    try:
-        run(hooks, kind, state, cwd)
-    except HookError as e:
-        log.write("warning", str(e))
+    for hook in (hooks or {}).get(kind) or []:
+        try:
+            _run_one(hook, kind, state, cwd, None)
+        except HookError as e:
+            log.write("warning", str(e))
 
 
 def _run_one(hook: dict[str, Any], kind: str, state: dict[str, Any], cwd: str,

@@ -143,3 +143,16 @@ def test_hook_that_is_not_executable(runv, make_bundle, tmp_path):
     assert "not an executable" in one_line_error(
         runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "h3"))
     assert not os.path.exists(runv.root) or os.listdir(runv.root) == []
+
+
+def test_failing_poststart_and_poststop_hooks_only_warn(runv, make_bundle, tmp_path):
+    log = tmp_path / "ran.log"
+    bad = hook_script(tmp_path, "bad", "exit 1\n")
+    good = hook_script(tmp_path, "good", f"echo ran >> {log}\n")
+
+    def edit(config):
+        config["hooks"] = {"poststart": [{"path": bad}, {"path": good}],
+                           "poststop": [{"path": bad}, {"path": good}]}
+    r = runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "warn1")
+    assert r.returncode == 0, r.stderr
+    assert log.read_text() == "ran\nran\n"
