@@ -397,7 +397,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
                                *(nic.device(i) for i, nic in enumerate(nics))])
     log.debug(f"qemu: {' '.join(machine.argv())}")
     try:
-        vm = qemu_vm.launch(machine, P.PORT_NAME, sd.path)
+        vm = _restore_or_boot(machine, sd)
     except BaseException:
         _leave_network(nics)
         raise
@@ -435,6 +435,24 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     stdio.attach(shim, 1)
     shim.relays[1] = stdio
     return shim
+
+
+def _restore_or_boot(machine: Any, sd: StateDir) -> Any:
+    """Restore the VM from a template of its shape (made on first use), or boot it.
+    RUNV_TEMPLATES=0 always boots."""
+    from runv.qemu import template
+    from runv.qemu import vm as qemu_vm
+
+    tpl = template.ensure(machine) if os.environ.get("RUNV_TEMPLATES") != "0" else None
+    if tpl:
+        try:
+            vm = template.restore(machine, tpl, P.PORT_NAME, sd.path)
+            log.debug(f"restored from {tpl}")
+            return vm
+        except QemuError as e:
+            log.debug(f"template {tpl} failed ({e}): booting")
+            template.discard(tpl, str(e))
+    return qemu_vm.launch(machine, P.PORT_NAME, sd.path)
 
 
 def _join_network(state: State, fresh_netns: bool) -> list[Any]:
