@@ -470,13 +470,8 @@ def available_controllers() -> set[str]:
 
 
 def mount_cgroups() -> list[str]:
-    """Mount the missing extra v1 controllers; return what we mounted.
-
-    They stay mounted after the run, on purpose: a v1 hierarchy that has child
-    cgroups (any runtime that ran meanwhile may have made some) cannot be
-    destroyed, so unmounting would only leave it dormant and invisible, which
-    changes what runtimes see in /proc/self/cgroup without giving back the
-    host as it was."""
+    """Mount the missing extra v1 controllers; return what we mounted, for
+    unmount_cgroups() to give back after the run."""
     if not host_is_cgroup_v1():
         log("--mount-cgroups: host has no cgroup v1 layout (tmpfs at /sys/fs/cgroup); nothing to do")
         return []
@@ -502,6 +497,61 @@ def mount_cgroups() -> list[str]:
                 made.append(link)
         log(f"--mount-cgroups: mounted {name} at {mp}")
     return made
+
+
+def unmount_cgroups(made: list[str]) -> None:
+    """Give back what mount_cgroups() mounted: the child cgroups the runtimes
+    left (deepest first, so that the hierarchy can be destroyed), the mounts,
+    their mount points and the links. Tests that follow must see the host as
+    it came."""
+    for path in reversed(made):
+        if os.path.islink(path):
+            os.unlink(path)
+            continue
+        for dirpath, dirnames, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+            if dirpath != path:
+                try:
+                    os.rmdir(dirpath)
+                except OSError as e:
+                    log(f"--mount-cgroups: cannot remove {dirpath}: {e.strerror}")
+        if _unmount_hierarchy(path):
+            os.rmdir(path)
+            log(f"--mount-cgroups: unmounted {path}")
+
+
+def _unmount_hierarchy(path: str, wait: float = 20.0) -> bool:
+    """Unmount a v1 hierarchy until the kernel has destroyed it. A child cgroup
+    just removed may still be dying, which keeps the hierarchy alive (dormant)
+    after the unmount; then mount it again and retry once it has died."""
+    controllers = os.path.basename(path).split(",")
+    deadline = time.monotonic() + wait
+    while True:
+        r = subprocess.run(["umount", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"--mount-cgroups: umount {path} failed: {r.stderr.strip()}")
+            return False
+        settle = time.monotonic() + 2.0  # the kernel destroys a hierarchy after the unmount returns
+        while set(controllers) & attached_controllers() and time.monotonic() < settle:
+            time.sleep(0.1)
+        if not set(controllers) & attached_controllers():
+            return True
+        if time.monotonic() > deadline:
+            log(f"--mount-cgroups: {path} stays attached after umount (a cgroup in it is still dying)")
+            return True
+        time.sleep(0.5)
+        subprocess.run(["mount", "-t", "cgroup", "-o", ",".join(controllers), "cgroup", path],
+                       capture_output=True)
+
+
+def attached_controllers() -> set[str]:
+    """Controllers bound to a v1 hierarchy (mounted or dormant), from /proc/cgroups."""
+    attached = set()
+    with open("/proc/cgroups") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 4 and not line.startswith("#") and p[1] != "0":
+                attached.add(p[0])
+    return attached
 
 
 # --------------------------------------------------------------------------
@@ -741,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         unmount_under(scratch, [])
         shutil.rmtree(scratch, ignore_errors=True)
+        unmount_cgroups(made)
     elapsed = time.monotonic() - t0
 
     print(format_table(tests, runtimes, results, False))

@@ -163,11 +163,38 @@ def check(res: dict[str, Any]) -> None:
     if isinstance(limit, int) and isinstance(swap, int) and limit > 0 and 0 < swap < limit:
         raise CgroupError(f"memory+swap limit {swap} is smaller than the memory limit {limit}")
     for h in res.get("hugepageLimits") or []:
-        if not PAGE_SIZE.match(str(h.get("pageSize", ""))):
+        size = str(h.get("pageSize", ""))
+        if not PAGE_SIZE.match(size):
             raise CgroupError(f"invalid hugepage size {h.get('pageSize')!r}")
+        if size not in host_page_sizes():
+            raise CgroupError(f"hugetlb.{size}: not a huge page size of this host "
+                              f"({', '.join(host_page_sizes()) or 'none'})")
     for rule in res.get("devices") or []:
         if rule.get("type", "a") not in ("a", "b", "c") or not set(rule.get("access") or "rwm") <= set("rwm"):
             raise CgroupError(f"invalid device cgroup rule {rule!r}")
+
+
+def host_page_sizes(base: str = "/sys/kernel/mm/hugepages") -> list[str]:
+    """The huge page sizes the kernel has, named as the hugetlb controller names
+    them ("2MB", "1GB"), whether or not that controller is mounted."""
+    sizes = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    for name in names:
+        m = re.fullmatch(r"hugepages-([0-9]+)kB", name)
+        if m:
+            sizes.append(_page_size_name(int(m.group(1)) * 1024))
+    return sizes
+
+
+def _page_size_name(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or size % 1024:
+            return f"{size}{unit}"
+        size //= 1024
+    return f"{size}PB"
 
 
 # ---- cgroup v1 ----

@@ -7,6 +7,7 @@ the container's status. `runv create` forks it; it reports back on a sync pipe.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import selectors
@@ -542,12 +543,11 @@ def _join_cgroup(config: dict[str, Any], state: State) -> None:
     state.cgroup = ":".join(cg.dirs)
 
 
-HOST_NAMESPACES = {"ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
+# Namespaces the shim joins or makes, so that host-side views of the container match.
+HOST_NAMESPACES = ("ipc", "uts", "cgroup")
 # Namespaces the shim makes anew but never joins by path: it needs the host's
 # filesystem and pids. A path is still checked to be of the right type.
-NEW_ONLY = {"mount": 0x00020000}
-LINK_NAMES = {"ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt", "pid": "pid",
-              "user": "user", "network": "net"}
+NEW_ONLY = ("mount",)
 
 
 def _host_namespaces(config: dict[str, Any]) -> None:
@@ -560,27 +560,33 @@ def _host_namespaces(config: dict[str, Any]) -> None:
         kind = ns.get("type", "")
         if ns.get("path"):
             _check_namespace_type(ns["path"], kind)
-        flag = HOST_NAMESPACES.get(kind)
-        if not flag:
-            if kind in NEW_ONLY and not ns.get("path"):
-                syscalls.unshare(NEW_ONLY[kind])
+        if kind in NEW_ONLY and not ns.get("path"):
+            syscalls.unshare(syscalls.NAMESPACE_FLAGS[kind])
+        if kind not in HOST_NAMESPACES:
             continue
+        flag = syscalls.NAMESPACE_FLAGS[kind]
         if ns.get("path"):
             try:
                 syscalls.setns(ns["path"], flag)
             except OSError as e:
-                raise RunvError(f"cannot join {ns['type']} namespace {ns['path']}: {e.strerror}") from None
+                raise RunvError(f"cannot join {kind} namespace {ns['path']}: {e.strerror}") from None
         else:
             syscalls.unshare(flag)
 
 
 def _check_namespace_type(path: str, kind: str) -> None:
+    """`path` must be a namespace of the kind named: a /proc link or a bind mount of one."""
+    from runv import syscalls
+
     try:
-        link = os.readlink(path)
+        flag = syscalls.namespace_type(path)
     except OSError as e:
+        if e.errno == errno.ENOTTY:
+            raise RunvError(f"namespace path {path} is not a namespace") from None
         raise RunvError(f"namespace path {path}: {e.strerror}") from None
-    if kind in LINK_NAMES and not link.startswith(LINK_NAMES[kind] + ":"):
-        raise RunvError(f"namespace path {path} is {link}, not a {kind} namespace")
+    want = syscalls.NAMESPACE_FLAGS.get(kind)
+    if want is not None and flag != want:
+        raise RunvError(f"namespace path {path} is not a {kind} namespace")
 
 
 def _network_namespace(config: dict[str, Any], state: State) -> bool:
@@ -591,6 +597,7 @@ def _network_namespace(config: dict[str, Any], state: State) -> bool:
         if ns.get("type") != "network":
             continue
         if ns.get("path"):
+            _check_namespace_type(ns["path"], "network")
             try:
                 syscalls.setns(ns["path"], syscalls.CLONE_NEWNET)
             except OSError as e:

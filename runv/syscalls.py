@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import os
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
+CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
+# The one table of namespace kinds (OCI names) and their clone flags.
+NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "user": CLONE_NEWUSER,
+                   "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP, "network": CLONE_NEWNET}
+NS_GET_NSTYPE = 0xB703
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -29,6 +34,19 @@ def _check(rc: int, what: str) -> None:
 
 def unshare(flags: int) -> None:
     _check(_libc()[1].unshare(flags), "unshare")
+
+
+def namespace_type(path: str) -> int:
+    """The CLONE_NEW* flag of the namespace file at `path`: a /proc/PID/ns link or
+    a bind mount of one (`ip netns add`, CNI and Podman make those). ENOTTY: not
+    a namespace."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    finally:
+        os.close(fd)
 
 
 def setns(path: str, nstype: int) -> None:

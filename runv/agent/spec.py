@@ -8,7 +8,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from runv import syscalls
 from runv.agent.protocol import Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
+from runv.syscalls import CLONE_NEWNS, CLONE_NEWUSER
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 0x10, 0x20, 0x40, 0x80
@@ -36,10 +38,8 @@ PROPAGATION = {
     "rshared": MS_SHARED | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x02000000
-NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
-                   "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
+# The guest makes these; the network namespace stays the VM's own.
+NAMESPACE_FLAGS = {k: v for k, v in syscalls.NAMESPACE_FLAGS.items() if k != "network"}
 
 
 def parse_mount_options(options: list[str]) -> tuple[int, int, str]:

@@ -37,3 +37,22 @@ def verdicts(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.parametrize("name", SUBSET)
 def test_validation_program_passes(verdicts, name):
     assert verdicts.get(name) == "PASS", [ln for ln in verdicts["_log"].splitlines() if name in ln]
+
+
+def test_mount_cgroups_gives_the_host_back():
+    """`make conformance --mount-cgroups` must not leave hierarchies behind that
+    change what later tests (and runtimes) see."""
+    sys.path.insert(0, os.path.join(REPO, "conformance"))
+    import run as harness
+
+    if not harness.host_is_cgroup_v1():
+        pytest.skip("a cgroup v2-only host: --mount-cgroups does nothing")
+    before = (harness.attached_controllers(), sorted(os.listdir("/sys/fs/cgroup")))
+    made = harness.mount_cgroups()
+    try:
+        for mp in made:
+            if not os.path.islink(mp):
+                os.makedirs(os.path.join(mp, "runv-test", "leaf"))  # as a runtime leaves them
+    finally:
+        harness.unmount_cgroups(made)
+    assert (harness.attached_controllers(), sorted(os.listdir("/sys/fs/cgroup"))) == before

@@ -299,3 +299,34 @@ def test_refuses_the_host_namespace(netns, monkeypatch):
         in_netns(ct, network.setup)
     assert link_names(ct) == ["eth0", "lo"]
     assert CT_ADDR in ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+
+
+# ---------------------------------------------------------------- through runv
+
+def test_a_bind_mounted_network_namespace_is_joined(netns, runv, make_bundle):
+    """CNI, Podman and `ip netns add` name the namespace by a bind mount of its
+    nsfs file, not a /proc link: the container joins it and gets its eth0; when
+    the container ends, eth0 is back with its addresses."""
+    ct, _ = netns
+
+    def edit(config):
+        config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+        config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ct}"})
+    bundle = make_bundle(["sh", "-c", "ip -o -4 addr show dev eth0 || cat /proc/net/dev"], config_edit=edit)
+    r = runv("run", "--bundle", bundle, "bindns")
+    assert r.returncode == 0, r.stderr
+    assert f"{CT_ADDR}/{PREFIX}" in r.stdout.decode()
+    runv("delete", "bindns")
+    assert link_names(ct) == ["eth0", "lo"]
+    assert f"{CT_ADDR}/{PREFIX}" in ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+
+
+@pytest.mark.parametrize("path", ["/proc/self/ns/uts", "/etc/hostname"])
+def test_a_namespace_path_of_another_kind_is_refused(runv, make_bundle, path):
+    from runv_testlib import one_line_error
+
+    def edit(config):
+        config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+        config["linux"]["namespaces"].append({"type": "network", "path": path})
+    line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "badns"))
+    assert "not a network namespace" in line or "is not a namespace" in line, line

@@ -107,3 +107,18 @@ def test_values_no_kernel_takes_are_refused(tmp_path):
         cgroups._apply(d, {"hugetlb"}, {"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]})
     with pytest.raises(CgroupError, match="invalid device cgroup rule"):
         cgroups.check({"devices": [{"allow": True, "type": "x"}]})
+
+
+def test_page_sizes_come_from_the_kernel_not_from_what_is_mounted(tmp_path):
+    for kb in (2048, 1048576, 64):
+        (tmp_path / f"hugepages-{kb}kB").mkdir()
+    assert cgroups.host_page_sizes(str(tmp_path)) == ["1GB", "2MB", "64KB"]
+    assert cgroups.host_page_sizes(str(tmp_path / "missing")) == []
+
+
+def test_a_page_size_the_host_lacks_is_refused_without_hugetlb_mounted():
+    sizes = cgroups.host_page_sizes()
+    if sizes:
+        cgroups.check({"hugepageLimits": [{"pageSize": sizes[0], "limit": 1 << 21}]})
+    with pytest.raises(CgroupError, match="hugetlb.3MB"):
+        cgroups.check({"hugepageLimits": [{"pageSize": "3MB", "limit": 1 << 20}]})
