@@ -515,32 +515,41 @@ def unmount_cgroups(made: list[str]) -> None:
                 except OSError as e:
                     log(f"--mount-cgroups: cannot remove {dirpath}: {e.strerror}")
         if _unmount_hierarchy(path):
-            os.rmdir(path)
+            try:
+                os.rmdir(path)
+            except OSError as e:
+                log(f"--mount-cgroups: cannot remove {path}: {e.strerror}")
             log(f"--mount-cgroups: unmounted {path}")
 
 
 def _unmount_hierarchy(path: str, wait: float = 20.0) -> bool:
-    """Unmount a v1 hierarchy until the kernel has destroyed it. A child cgroup
-    just removed may still be dying, which keeps the hierarchy alive (dormant)
-    after the unmount; then mount it again and retry once it has died."""
-    controllers = os.path.basename(path).split(",")
+    """Unmount a v1 hierarchy so that the kernel destroys it. A child cgroup just
+    removed may still be dying, and a hierarchy unmounted then stays alive
+    (dormant, still in /proc/self/cgroup): wait until only its root is left."""
+    controller = os.path.basename(path).split(",")[0]
     deadline = time.monotonic() + wait
-    while True:
-        r = subprocess.run(["umount", path], capture_output=True, text=True)
-        if r.returncode != 0:
-            log(f"--mount-cgroups: umount {path} failed: {r.stderr.strip()}")
-            return False
-        settle = time.monotonic() + 2.0  # the kernel destroys a hierarchy after the unmount returns
-        while set(controllers) & attached_controllers() and time.monotonic() < settle:
-            time.sleep(0.1)
-        if not set(controllers) & attached_controllers():
-            return True
-        if time.monotonic() > deadline:
-            log(f"--mount-cgroups: {path} stays attached after umount (a cgroup in it is still dying)")
-            return True
-        time.sleep(0.5)
-        subprocess.run(["mount", "-t", "cgroup", "-o", ",".join(controllers), "cgroup", path],
-                       capture_output=True)
+    while cgroup_counts().get(controller, 1) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    r = subprocess.run(["umount", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"--mount-cgroups: umount {path} failed: {r.stderr.strip()}")
+        return False
+    while controller in attached_controllers() and time.monotonic() < deadline + 2:
+        time.sleep(0.1)
+    if controller in attached_controllers():
+        log(f"--mount-cgroups: {path} stays attached after umount (a cgroup in it is still in use)")
+    return True
+
+
+def cgroup_counts() -> dict[str, int]:
+    """How many cgroups (the root included) each v1 controller's hierarchy has."""
+    counts = {}
+    with open("/proc/cgroups") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 4 and not line.startswith("#"):
+                counts[p[0]] = int(p[2])
+    return counts
 
 
 def attached_controllers() -> set[str]:

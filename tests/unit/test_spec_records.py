@@ -1,6 +1,7 @@
 """config.json -> agent records: mount options and namespaces, parsed as runc does."""
 import struct
 
+from runv import syscalls
 from runv.agent import spec
 from runv.agent.protocol import Tag, decode_records
 
@@ -24,7 +25,7 @@ def test_mount_record_layout():
 def test_namespaces_always_include_mount_and_skip_network():
     linux = {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "user"},
                             {"type": "uts", "path": "/proc/1/ns/uts"}]}
-    assert spec.namespace_flags(linux) == spec.CLONE_NEWNS | spec.CLONE_NEWPID | spec.CLONE_NEWUSER
+    assert spec.namespace_flags(linux) == syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUSER
     assert spec.namespace_flags({}) == spec.CLONE_NEWNS
 
 
