@@ -92,28 +92,58 @@ def encode(type: Msg, stream: int = 0, payload: bytes = b"") -> bytes:
 
 
 class Decoder:
-    """Accumulates bytes from the transport and yields whole frames."""
+    """Accumulates bytes from the transport and yields whole frames.
+
+    The peer is not trusted: a bad header raises ProtocolError as soon as it is
+    complete (the stream cannot be resynchronised, so the decoder stays broken),
+    and the buffer never holds more than one frame, however much is fed at once.
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._need: tuple[Msg, int, int] | None = None  # the header of the frame being read
+        self._error: str | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+        if self._error:
+            raise ProtocolError(self._error)
         frames = []
-        while len(self._buf) >= HEADER_SIZE:
-            type_, stream, length = HEADER.unpack_from(self._buf)
-            if length > MAX_PAYLOAD:
-                raise ProtocolError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
-            try:
-                msg = Msg(type_)
-            except ValueError:
-                raise ProtocolError(f"unknown message type {type_}") from None
-            if len(self._buf) < HEADER_SIZE + length:
-                break
-            payload = bytes(self._buf[HEADER_SIZE:HEADER_SIZE + length])
-            del self._buf[:HEADER_SIZE + length]
-            frames.append(Frame(msg, stream, payload))
+        view = memoryview(data)
+        while view:
+            if self._need is None:
+                take = HEADER_SIZE - len(self._buf)
+                self._buf += view[:take]
+                view = view[take:]
+                if len(self._buf) < HEADER_SIZE:
+                    break
+                self._need = self._header(bytes(self._buf))
+                self._buf.clear()
+            msg, stream, length = self._need
+            take = length - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) == length:
+                frames.append(Frame(msg, stream, bytes(self._buf)))
+                self._buf.clear()
+                self._need = None
         return frames
+
+    def _header(self, raw: bytes) -> tuple[Msg, int, int]:
+        type_, stream, length = HEADER.unpack(raw)
+        if length > MAX_PAYLOAD:
+            self._error = f"frame of {length} bytes exceeds {MAX_PAYLOAD}"
+        elif type_ not in _MSG_VALUES:
+            self._error = f"unknown message type {type_}"
+        if self._error:
+            raise ProtocolError(self._error)
+        return Msg(type_), stream, length
+
+
+_MSG_VALUES = frozenset(m.value for m in Msg)
 
 
 # --- records ---------------------------------------------------------------
@@ -173,31 +203,48 @@ def hello_payload(realtime_ns: int, seed: bytes) -> bytes:
     return struct.pack("<Q", realtime_ns) + seed
 
 
+def _exact(payload: bytes, size: int, what: str) -> None:
+    if len(payload) != size:
+        raise ProtocolError(f"{what} payload of {len(payload)} bytes, not {size}")
+
+
+def _at_least(payload: bytes, size: int, what: str) -> None:
+    if len(payload) < size:
+        raise ProtocolError(f"{what} payload of {len(payload)} bytes, shorter than {size}")
+
+
 def parse_ack(payload: bytes) -> tuple[int, int]:
-    return struct.unpack("<II", payload[:8])
+    _exact(payload, 8, "ACK")
+    return struct.unpack("<II", payload)
 
 
 def parse_ready(payload: bytes) -> tuple[int, str]:
+    _at_least(payload, 4, "READY")
     (version,) = struct.unpack_from("<I", payload)
     return version, payload[4:].decode(errors="replace")
 
 
 def parse_error(payload: bytes) -> tuple[int, str]:
+    _at_least(payload, 4, "ERROR")
     (errno_,) = struct.unpack_from("<i", payload)
     return errno_, payload[4:].decode(errors="replace")
 
 
 def parse_u32(payload: bytes) -> int:
-    return struct.unpack_from("<I", payload)[0]
+    _exact(payload, 4, "OK")
+    return struct.unpack("<I", payload)[0]
 
 
 def parse_u32_list(payload: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(payload) // 4}I", payload[: len(payload) // 4 * 4]))
+    if len(payload) % 4:
+        raise ProtocolError(f"a list of u32 in {len(payload)} bytes")
+    return list(struct.unpack(f"<{len(payload) // 4}I", payload))
 
 
 def parse_exit(payload: bytes) -> int:
     """The container's exit code from a raw wait status: the code, or 128+signal."""
-    (status,) = struct.unpack_from("<i", payload)
+    _exact(payload, 4, "EXIT")
+    (status,) = struct.unpack("<i", payload)
     if status & 0x7F == 0:
         return (status >> 8) & 0xFF
     return 128 + (status & 0x7F)

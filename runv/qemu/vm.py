@@ -11,6 +11,7 @@ from typing import Sequence
 
 from runv import syscalls
 from runv.errors import QemuError
+from runv.guest_text import printable
 from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort
 
 
@@ -31,15 +32,12 @@ class VM:
         return self.proc.poll() is not None
 
     def failure(self) -> str:
-        """The most telling line QEMU or the guest left, for an error message."""
+        """The most telling line QEMU or the guest left, for an error message.
+        The guest writes the console: only its tail is read, and what is shown is escaped."""
         for path in (self.log_path, self.console_path):
-            try:
-                with open(path, errors="replace") as f:
-                    lines = [ln.strip() for ln in f if ln.strip()]
-            except OSError:
-                continue
-            if lines:
-                return lines[-1]
+            line = _last_line(path)
+            if line:
+                return printable(line)
         return f"exit status {self.proc.returncode}"
 
     def kill(self) -> None:
@@ -77,6 +75,23 @@ def launch(machine: Machine, port_name: str, state_dir: str,
     agent_vm.close()
     qmp_vm.close()
     return VM(proc, agent_host, qmp_host, os.pidfd_open(proc.pid), log_path, console)
+
+
+TAIL = 65536
+
+
+def _last_line(path: str) -> str:
+    """The last non-blank line in the last TAIL bytes of `path` ("" if none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL))
+            tail = f.read(TAIL)
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
 
 
 def _die_with_parent() -> None:
