@@ -13,7 +13,7 @@ export RUNV_CACHE
 APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc libelf-dev \
 	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod
 
-.PHONY: all deps kernel initramfs venv install demo test unit conformance bench clean
+.PHONY: all deps kernel initramfs venv install demo test unit fuzz conformance bench clean
 
 all: install
 
@@ -53,6 +53,10 @@ demo: install
 
 unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit
+
+# The property tests (a hostile guest's frames against the decoder and the shim) at length.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest -q -m property tests/unit
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests

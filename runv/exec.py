@@ -65,7 +65,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
     if c.status.value not in ("created", "running"):
         raise errors.InvalidState(f"cannot exec in a {c.status.value} container")
     stdio, fds, raw_tty = _stdio(process, console_socket, detach)
-    conn = shim_client.connect(c.dir.path, timeout=None)
+    conn = shim_client.connect(c.dir.path)
     try:
         msg = json.dumps({"op": "exec", "process": process, "stdio": stdio}).encode() + b"\n"
         socket.send_fds(conn, [msg], fds)
@@ -75,6 +75,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
         reply = shim_client.read_reply(replies)
         if "error" in reply:
             raise errors.AgentError(reply["error"])
+        conn.settimeout(None)  # the process runs as long as it likes
         if detach:
             waiter = _fork_waiter(replies)
             if pid_file:

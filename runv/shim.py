@@ -14,20 +14,39 @@ import selectors
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
 from runv import log, proc
 from runv.agent import protocol as P
 from runv.agent.protocol import Msg
 from runv.errors import AgentError, QemuError, RunvError
+from runv.guest_text import printable
+from runv.shim_client import REQUEST_TIMEOUT
 from runv.state import State, StateDir
 from runv.stdio import Relay
 
 BOOT_TIMEOUT = 120.0      # TCG on a busy 2-core host can be slow
 SHUTDOWN_TIMEOUT = 5.0
 QEMU_DIED = 255
+KILLED = 128 + signal.SIGKILL
+RECV_SIZE = 65536
+ACK_BATCH = 65536         # ACKs are queued for the guest only while outq is shorter
 
 Reply = Callable[[P.Frame], None]
+
+
+@dataclass(eq=False)
+class Request:
+    """One request to the agent: its frame, what to do with the reply, and how
+    to tell the client it failed. Replies are matched by order, so a request
+    that outlived its deadline keeps its place until its reply comes."""
+    frame: bytes
+    on_reply: Reply
+    fail: Callable[[str], None]
+    deadline: float
+    on_expire: Callable[[], None] | None = None
+    expired: bool = False
 
 
 class Shim:
@@ -38,9 +57,13 @@ class Shim:
         self.sel = selectors.DefaultSelector()
         self.decoder = P.Decoder()
         self.outq = bytearray()
-        self.requests: collections.deque[tuple[bytes, Reply]] = collections.deque()
-        self.inflight: Reply | None = None
+        self.acks: dict[tuple[int, int], int] = {}  # (stream, which) -> bytes to ACK
+        self.requests: collections.deque[Request] = collections.deque()
+        self.inflight: Request | None = None
         self.relays: dict[int, Relay] = {}
+        self.exited: set[int] = set()
+        self.paused_signals: set[tuple[int, int, bool]] = set()
+        self.broken: str | None = None  # why the guest was cut off
         self.waiters: dict[int, Callable[[int], None]] = {}
         self.next_stream = 2
         self.nics: list[Any] = []
@@ -56,33 +79,64 @@ class Shim:
         self.outq += P.encode(msg, stream, payload)
         self._watch_agent()
 
-    def request(self, msg: Msg, stream: int, payload: bytes, on_reply: Reply) -> None:
-        self.requests.append((P.encode(msg, stream, payload), on_reply))
+    def ack(self, stream: int, which: int, nbytes: int) -> None:
+        """Acknowledge guest output; ACKs of one stream are merged until the port
+        takes them, so a guest that stops reading cannot grow outq with them."""
+        self.acks[stream, which] = self.acks.get((stream, which), 0) + nbytes
+        self._watch_agent()
+
+    def request(self, msg: Msg, stream: int, payload: bytes, on_reply: Reply,
+                fail: Callable[[str], None] = lambda reason: None,
+                on_expire: Callable[[], None] | None = None) -> Request:
+        req = Request(P.encode(msg, stream, payload), on_reply, fail,
+                      time.monotonic() + REQUEST_TIMEOUT, on_expire)
+        self.requests.append(req)
         self._next_request()
+        return req
 
     def _next_request(self) -> None:
-        if self.inflight is None and self.requests:
-            frame, self.inflight = self.requests.popleft()
-            self.outq += frame
+        if self.inflight is None and self.requests and not self.broken:
+            self.inflight = self.requests.popleft()
+            self.outq += self.inflight.frame
             self._watch_agent()
 
+    def _expire_requests(self, now: float) -> None:
+        """Answer every request past its deadline: the agent is stuck (or the VM
+        paused). The expired one in flight still owns the next reply."""
+        why = f"the guest agent did not answer within {REQUEST_TIMEOUT:.0f} s"
+        late = [r for r in self.requests if now >= r.deadline]
+        if self.inflight and not self.inflight.expired and now >= self.inflight.deadline:
+            self.inflight.expired = True
+            late.insert(0, self.inflight)
+        for req in late:
+            log.error(f"container {self.state.id}: {why}")
+            if req in self.requests:
+                self.requests.remove(req)
+            if req.on_expire:
+                req.on_expire()  # may answer the client itself
+            req.fail(why)
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [r.deadline for r in self.requests]
+        if self.inflight and not self.inflight.expired:
+            deadlines.append(self.inflight.deadline)
+        if self.shutdown_deadline is not None:
+            deadlines.append(self.shutdown_deadline)
+        return min(deadlines, default=None)
+
     def _watch_agent(self) -> None:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outq else 0)
+        if self.broken:
+            return
+        want_write = self.outq or self.acks
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
         self._set(self.vm.agent, events, self._on_agent)
 
     def _on_agent(self, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE and self.outq:
-            try:
-                n = self.vm.agent.send(self.outq)
-                del self.outq[:n]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self.outq.clear()
-            self._watch_agent()
+        if mask & selectors.EVENT_WRITE:
+            self._flush_agent()
         if mask & selectors.EVENT_READ:
             try:
-                data = self.vm.agent.recv(1 << 20)
+                data = self.vm.agent.recv(RECV_SIZE)
             except BlockingIOError:
                 return
             except OSError:
@@ -90,25 +144,109 @@ class Shim:
             if not data:
                 self._set(self.vm.agent, 0, None)
                 return
+            self.receive(data)
+
+    def _flush_agent(self) -> None:
+        if self.acks and len(self.outq) < ACK_BATCH:
+            for (stream, which), n in self.acks.items():
+                self.outq += P.encode(Msg.ACK, stream, P.ack_payload(which, n))
+            self.acks.clear()
+        if self.outq:
+            try:
+                n = self.vm.agent.send(self.outq)
+                del self.outq[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.outq.clear()
+        self._watch_agent()
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the guest. It is not trusted: whatever breaks the protocol
+        cuts it off (see _protocol_error); nothing it sends raises here."""
+        if self.broken:
+            return
+        try:
             for frame in self.decoder.feed(data):
                 self._dispatch(frame)
+                if self.broken:
+                    return
+        except P.ProtocolError as e:
+            self._protocol_error(str(e))
+        except Exception as e:  # noqa: BLE001 - a bug must not leave a hostile guest running
+            self._protocol_error(f"internal error: {type(e).__name__}: {e}")
+
+    def take(self, frames: list[P.Frame]) -> None:
+        """Frames that boot() read past the last reply it waited for."""
+        try:
+            for frame in frames:
+                if not self.broken:
+                    self._dispatch(frame)
+        except P.ProtocolError as e:
+            self._protocol_error(str(e))
+        except Exception as e:  # noqa: BLE001 - as in receive()
+            self._protocol_error(f"internal error: {type(e).__name__}: {e}")
+
+    def _protocol_error(self, reason: str) -> None:
+        """Stop the VM: a guest that breaks the protocol is not talked to again.
+        The container ends as if QEMU died (unless its init had exited)."""
+        if self.broken:
+            return
+        self.broken = printable(reason)
+        log.error(f"container {self.state.id}: the guest agent broke the protocol "
+                  f"({self.broken}): stopping the VM")
+        self._set(self.vm.agent, 0, None)
+        self.outq.clear()
+        self.acks.clear()
+        self._fail_requests("the guest agent broke the protocol")
+        self.vm.kill()
+
+    def _fail_requests(self, why: str) -> None:
+        pending = [self.inflight] if self.inflight and not self.inflight.expired else []
+        pending += self.requests
+        self.inflight = None
+        self.requests.clear()
+        for req in pending:
+            req.fail(why)
 
     def _dispatch(self, f: P.Frame) -> None:
         if f.type in (Msg.OK, Msg.ERROR):
-            cb, self.inflight = self.inflight, None
-            if cb:
-                cb(f)
-            self._next_request()
+            self._reply(f)
         elif f.type in (Msg.STDOUT, Msg.STDERR):
-            relay = self.relays.get(f.stream)
-            if relay:
-                relay.output(1 if f.type == Msg.STDOUT else 2, f.payload)
+            self._live_relay(f).output(1 if f.type == Msg.STDOUT else 2, f.payload)
         elif f.type == Msg.ACK:
+            which, nbytes = P.parse_ack(f.payload)
             relay = self.relays.get(f.stream)
             if relay:
-                relay.acked(*P.parse_ack(f.payload))
+                relay.acked(which, nbytes)
+            elif not 2 <= f.stream < self.next_stream:
+                raise P.ProtocolError(f"ACK for unknown stream {f.stream}")
+            # else: stdin the agent dropped after an exec'd process ended
         elif f.type == Msg.EXIT:
+            self._live_relay(f)
+            self.exited.add(f.stream)
             self._exited(f.stream, P.parse_exit(f.payload))
+        else:
+            raise P.ProtocolError(f"unexpected {f.type.name} on stream {f.stream}")
+
+    def _live_relay(self, f: P.Frame) -> Relay:
+        relay = self.relays.get(f.stream)
+        if relay is None or f.stream in self.exited:
+            raise P.ProtocolError(f"{f.type.name} for {'exited' if relay else 'unknown'} "
+                                  f"stream {f.stream}")
+        return relay
+
+    def _reply(self, f: P.Frame) -> None:
+        req = self.inflight
+        if req is None:
+            raise P.ProtocolError(f"{f.type.name} on stream {f.stream} with no request in flight")
+        self.inflight = None
+        try:
+            req.on_reply(f)
+        except P.ProtocolError:
+            req.fail("the guest agent sent a malformed reply")
+            raise
+        self._next_request()
 
     def _exited(self, stream: int, code: int) -> None:
         log.debug(f"process {stream} exited with {code}")
@@ -181,57 +319,112 @@ class Shim:
 
     def _handle(self, conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         op = req.get("op")
+        closed = False
 
         def answer(reply: dict[str, Any], close: bool = True) -> None:
+            nonlocal closed
+            if closed:
+                return  # the client has had its answer (a timeout) already
             try:
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except OSError:
                 pass
             if close:
                 conn.close()
+                closed = True
+
+        def fail(why: str) -> None:
+            answer({"error": why, "kind": "AgentError"})
 
         def agent_reply(on_ok: Callable[[P.Frame], dict[str, Any]]) -> Reply:
             def cb(f: P.Frame) -> None:
                 if f.type == Msg.ERROR:
-                    _, msg = P.parse_error(f.payload)
-                    answer({"error": msg, "kind": "AgentError"})
+                    fail(printable(P.parse_error(f.payload)[1]))
                 else:
                     answer(on_ok(f))
             return cb
 
-        if op != "exec":
+        if op != "exec" or self.exit_code is not None or self.state.status == "paused":
             for fd in fds:
                 os.close(fd)
-        if self.exit_code is not None and op in ("start", "kill", "ps", "pause", "resume", "exec"):
-            answer({"error": "container not running", "kind": "InvalidState"})
-        elif op == "start":
-            try:
-                self._hook("startContainer")
-            except RunvError as e:
-                answer({"error": str(e), "kind": "RunvError"})
-                return
+        try:
+            if self.exit_code is not None and op in ("start", "kill", "ps", "pause", "resume", "exec"):
+                answer({"error": "container not running", "kind": "InvalidState"})
+            elif self.state.status == "paused" and op in ("start", "ps", "exec"):
+                answer({"error": f"container {self.state.id} is paused", "kind": "InvalidState"})
+            elif op == "start":
+                try:
+                    self._hook("startContainer")
+                except RunvError as e:
+                    answer({"error": str(e), "kind": "RunvError"})
+                    return
 
-            def started(f: P.Frame) -> dict[str, Any]:
-                self.state.status = "running"
-                self._save()
-                self._hook("poststart", fatal=False)
-                return {"ok": True}
-            self.request(Msg.START, 1, b"", agent_reply(started))
-        elif op == "exec":
-            self._exec(req, fds, answer)
-        elif op == "kill":
-            payload = P.signal_payload(int(req["signal"]), bool(req.get("all")))
-            self.request(Msg.SIGNAL, int(req.get("stream", 1)), payload,
-                         agent_reply(lambda f: {"ok": True}))
-        elif op == "ps":
-            self.request(Msg.PS, 1, b"", agent_reply(
-                lambda f: {"pids": P.parse_u32_list(f.payload)}))
-        elif op in ("pause", "resume"):
-            answer(self._pause(op == "pause"))
-        else:
-            answer({"error": f"unknown request {op!r}", "kind": "RunvError"})
+                def started(f: P.Frame) -> dict[str, Any]:
+                    self.state.status = "running"
+                    self._save()
+                    self._hook("poststart", fatal=False)
+                    return {"ok": True}
+                self.request(Msg.START, 1, b"", agent_reply(started), fail)
+            elif op == "exec":
+                self._exec(req, fds, answer, fail)
+            elif op == "kill":
+                self._kill(int(req["signal"]), bool(req.get("all")), int(req.get("stream", 1)),
+                           answer, fail)
+            elif op == "ps":
+                self.request(Msg.PS, 1, b"", agent_reply(
+                    lambda f: {"pids": P.parse_u32_list(f.payload)}), fail)
+            elif op in ("pause", "resume"):
+                answer(self._pause(op == "pause"))
+            else:
+                answer({"error": f"unknown request {op!r}", "kind": "RunvError"})
+        except (KeyError, TypeError, ValueError, P.ProtocolError) as e:
+            answer({"error": f"bad {op} request: {e}", "kind": "RunvError"})
 
-    def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None]) -> None:
+    def _kill(self, signo: int, all_: bool, stream: int, answer: Callable[..., None],
+              fail: Callable[[str], None]) -> None:
+        """Signal a process of the container. A paused guest cannot take the
+        request: SIGKILL of the init (or of all) stops the VM at once, as the
+        guest would have, and the container ends with 137; other signals wait
+        until resume, as a frozen process's do. A SIGKILL of the init that the
+        agent does not acknowledge in time stops the VM too."""
+        if not 1 <= signo <= 64:
+            answer({"error": f"invalid signal {signo}", "kind": "RunvError"})
+            return
+        fatal = signo == signal.SIGKILL and (stream == 1 or all_)
+
+        def stop_vm() -> None:
+            self._stop_vm(KILLED, "SIGKILL")
+            answer({"ok": True})
+        if self.state.status == "paused":
+            if fatal:
+                stop_vm()
+            elif len(self.paused_signals) < 1024:
+                self.paused_signals.add((stream, signo, all_))
+                answer({"ok": True})
+            else:
+                answer({"error": "too many signals pending for a paused container", "kind": "RunvError"})
+            return
+
+        def replied(f: P.Frame) -> None:
+            if f.type == Msg.ERROR:
+                fail(printable(P.parse_error(f.payload)[1]))
+            else:
+                answer({"ok": True})
+        self.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), replied, fail,
+                     stop_vm if fatal else None)
+
+    def _stop_vm(self, code: int, why: str) -> None:
+        """End the container with `code` by killing its VM."""
+        log.debug(f"container {self.state.id}: stopping the VM: {why}")
+        if self.exit_code is None:
+            self.exit_code = code
+            self.state.status = "stopped"
+            self.state.exit_code = code
+            self._save()
+        self.vm.kill()
+
+    def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None],
+              fail: Callable[[str], None]) -> None:
         from runv.agent.spec import process_records
 
         process = req["process"]
@@ -241,19 +434,35 @@ class Shim:
             relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
         else:
             relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
+        try:
+            records = process_records(process)
+        except BaseException:
+            relay.close()
+            raise
         stream = self.next_stream
         self.next_stream += 1
 
+        def failed(why: str) -> None:
+            relay.close()
+            fail(why)
+
         def cb(f: P.Frame) -> None:
             if f.type == Msg.ERROR:
-                relay.close()
-                answer({"error": P.parse_error(f.payload)[1], "kind": "AgentError"})
+                failed(printable(P.parse_error(f.payload)[1]))
+                return
+            pid = P.parse_u32(f.payload)
+            if request.expired:
+                # Too late: the client was told it failed. The process must not
+                # run unseen; its output goes nowhere until it is killed.
+                self.relays[stream] = Relay(None, None, None)
+                self.relays[stream].attach(self, stream)
+                self.request(Msg.SIGNAL, stream, P.signal_payload(signal.SIGKILL), lambda f: None)
                 return
             self.relays[stream] = relay
             self.waiters[stream] = lambda code: answer({"exit": code})
             relay.attach(self, stream)
-            answer({"ok": True, "pid": P.parse_u32(f.payload), "stream": stream}, close=False)
-        self.request(Msg.EXEC, stream, process_records(process), cb)
+            answer({"ok": True, "pid": pid, "stream": stream}, close=False)
+        request = self.request(Msg.EXEC, stream, records, cb, failed)
 
     def _hook(self, kind: str, fatal: bool = True) -> None:
         from runv import hooks
@@ -286,6 +495,10 @@ class Shim:
             return {"error": str(e), "kind": "QemuError"}
         self.state.status = "paused" if pause else "running"
         self._save()
+        if not pause:
+            for stream, signo, all_ in sorted(self.paused_signals):
+                self.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), lambda f: None)
+            self.paused_signals.clear()
         return {"ok": True}
 
     # --- the main loop ------------------------------------------------------
@@ -293,22 +506,25 @@ class Shim:
     def run(self) -> int:
         self._set(self.vm.pidfd, selectors.EVENT_READ, lambda m: None)
         while True:
-            timeout = None
-            if self.shutdown_deadline is not None:
-                timeout = max(0.0, self.shutdown_deadline - time.monotonic())
+            deadline = self._next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             for key, mask in self.sel.select(timeout):
                 if key.data:
                     key.data(mask)
             if self.vm.exited():
                 break
-            if self.shutdown_deadline is not None and time.monotonic() >= self.shutdown_deadline:
+            now = time.monotonic()
+            self._expire_requests(now)
+            if self.shutdown_deadline is not None and now >= self.shutdown_deadline:
                 self.vm.kill()
                 break
         log.debug("the VM is down")
+        self._fail_requests("the VM stopped")
         for relay in self.relays.values():
             relay.flush()
         if self.exit_code is None:
-            log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
+            if not self.broken:
+                log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
             self.exit_code = QEMU_DIED
             self.state.status = "stopped"
             self.state.exit_code = QEMU_DIED
@@ -339,9 +555,12 @@ def await_frame(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
         ready = {k.fileobj for k, _ in sel.select(left)}
         sel.close()
         if vm.agent in ready:
-            data = vm.agent.recv(1 << 20)
+            data = vm.agent.recv(RECV_SIZE)
             if data:
-                pending.extend(decoder.feed(data))
+                try:
+                    pending.extend(decoder.feed(data))
+                except P.ProtocolError as e:
+                    raise QemuError(f"the guest agent broke the protocol: {printable(str(e))}") from None
                 continue
         if vm.pidfd in ready or vm.agent in ready:
             vm.wait(2.0)
@@ -356,8 +575,11 @@ def expect_ok(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
         if f.type == Msg.OK:
             return f
         if f.type == Msg.ERROR:
-            errno_, msg = P.parse_error(f.payload)
-            raise AgentError(msg, errno_)
+            try:
+                errno_, msg = P.parse_error(f.payload)
+            except P.ProtocolError as e:
+                raise QemuError(f"the guest agent broke the protocol: {e}") from None
+            raise AgentError(printable(msg), errno_)
 
 
 def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None,
@@ -414,7 +636,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
             raise QemuError(f"the guest agent sent {ready.type.name} before READY")
         version, name = P.parse_ready(ready.payload)
         if version != P.VERSION:
-            raise QemuError(f"guest agent {name} speaks protocol {version}, runv speaks {P.VERSION}")
+            raise QemuError(f"guest agent {printable(name)} speaks protocol {version}, runv speaks {P.VERSION}")
         from runv.network import netif_records
 
         for nic in nics:
@@ -431,8 +653,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     shim = Shim(sd, state, vm)
     shim.nics = nics
     shim.decoder = decoder
-    for f in getattr(decoder, "pending", []):
-        shim._dispatch(f)
+    shim.take(getattr(decoder, "pending", []))
     stdio.attach(shim, 1)
     shim.relays[1] = stdio
     return shim
@@ -510,6 +731,9 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
             _leave_network(shim.nics)
     except RunvError as e:
         _report(sync_fd, {"error": str(e), "kind": type(e).__name__})
+    except P.ProtocolError as e:
+        _report(sync_fd, {"error": f"the guest agent broke the protocol: {printable(str(e))}",
+                          "kind": "QemuError"})
     except OSError as e:
         _report(sync_fd, {"error": str(e), "kind": "RunvError"})
     except BaseException as e:  # noqa: BLE001 - a shim must never die with a traceback

@@ -8,6 +8,10 @@ from typing import Any
 from runv import errors
 
 SOCKET = "shim.sock"
+# The shim answers every request within REQUEST_TIMEOUT (a paused or stuck guest
+# agent included); a client gives up on a shim that does not, after REPLY_TIMEOUT.
+REQUEST_TIMEOUT = 10.0
+REPLY_TIMEOUT = REQUEST_TIMEOUT + 10.0
 
 _ERRORS = {
     "NotFound": errors.NotFound,
@@ -17,7 +21,7 @@ _ERRORS = {
 }
 
 
-def connect(state_dir: str, timeout: float | None = 60.0):
+def connect(state_dir: str, timeout: float | None = REPLY_TIMEOUT):
     """A socket connected to the shim of the container in `state_dir`."""
     import socket
 
@@ -39,15 +43,22 @@ def connect(state_dir: str, timeout: float | None = 60.0):
 def read_reply(f) -> dict[str, Any]:
     """One JSON line from the shim, read from `sock.makefile("rb")` (replies can
     arrive back to back); a shim that hung up is an error."""
-    data = f.readline()
+    try:
+        data = f.readline()
+    except TimeoutError:
+        raise errors.InvalidState("the container's shim did not answer within "
+                                  f"{REPLY_TIMEOUT:.0f} s") from None
     if not data:
         raise errors.InvalidState("the container's shim went away during the request")
     return json.loads(data)
 
 
-def call(state_dir: str, op: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
+def call(state_dir: str, op: str, timeout: float = REPLY_TIMEOUT, **args: Any) -> dict[str, Any]:
     with connect(state_dir, timeout) as s:
-        s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        try:
+            s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        except OSError as e:
+            raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
         reply = read_reply(s.makefile("rb"))
     if "error" in reply:
         raise _ERRORS.get(reply.get("kind", ""), errors.RunvError)(reply["error"])

@@ -2,7 +2,9 @@
 
 Flow control follows docs/protocol.md: at most WINDOW unacknowledged stdin bytes
 go to the guest, and guest output is acknowledged only once it has been written
-to its host fd, so neither side buffers more than a window.
+to its host fd, so neither side buffers more than a window. The guest is not
+trusted to keep to its window: output beyond it, or an ACK of stdin never sent,
+is a ProtocolError, so the buffers here never exceed WINDOW bytes per stream.
 Regular files and /dev/null cannot be polled; they are read and written directly.
 """
 from __future__ import annotations
@@ -93,9 +95,13 @@ class Relay:
             self.shim._set(self.stdin, 0, None)
 
     def acked(self, which: int, nbytes: int) -> None:
-        if which == 0:
-            self.unacked = max(0, self.unacked - nbytes)
-            self._watch_stdin()
+        if which != 0:
+            raise P.ProtocolError(f"ACK of output stream {which} on stream {self.stream}")
+        if nbytes > self.unacked:
+            raise P.ProtocolError(f"ACK of {nbytes} stdin bytes on stream {self.stream}, "
+                                  f"{self.unacked} unacknowledged")
+        self.unacked -= nbytes
+        self._watch_stdin()
 
     # --- stdout and stderr: guest -> host ------------------------------------
 
@@ -103,8 +109,14 @@ class Relay:
         fd = self.out.get(which)
         if not data:
             return  # end of stream; the fd closes when the shim exits
+        # What the guest may have sent but not had acknowledged: what is still
+        # buffered here, and the ACKs not yet sent to it.
+        unacked = len(self.buf[which]) + self.shim.acks.get((self.stream, which), 0)
+        if unacked + len(data) > P.WINDOW:
+            raise P.ProtocolError(f"stream {self.stream} sent {unacked + len(data)} bytes of "
+                                  f"output past its window of {P.WINDOW}")
         if fd is None:
-            self.shim.send(Msg.ACK, self.stream, P.ack_payload(which, len(data)))
+            self.shim.ack(self.stream, which, len(data))
             return
         self.buf[which] += data
         if _pollable(fd):
@@ -122,7 +134,7 @@ class Relay:
             except OSError:
                 n = len(buf)  # the reader is gone: drop the output, keep the guest going
             del buf[:n]
-            self.shim.send(Msg.ACK, self.stream, P.ack_payload(which, n))
+            self.shim.ack(self.stream, which, n)
             if not all_of_it:
                 break
         if not buf and fd is not None and _pollable(fd):
