@@ -254,13 +254,16 @@ class Shim:
         if relay:
             relay.finish()
         if stream != 1:
-            if relay:
-                relay.flush()
-                relay.close()
-                del self.relays[stream]
-            waiter = self.waiters.pop(stream, None)
-            if waiter:
-                waiter(code)
+            def done() -> None:
+                if relay:
+                    relay.close()
+                    del self.relays[stream]
+                waiter = self.waiters.pop(stream, None)
+                if waiter:
+                    waiter(code)
+            # Its output is written as its readers take it: a reader that does
+            # not read must not stop the shim.
+            relay.when_drained(done) if relay else done()
             return
         self.exit_code = code
         self.state.status = "stopped"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import selectors
 import stat
-from typing import Any
+from typing import Any, Callable
 
 from runv.agent import protocol as P
 from runv.agent.protocol import Msg
@@ -44,6 +44,7 @@ class Relay:
         self.unacked = 0
         self.shim: Any = None
         self.stream = 0
+        self._drained: Callable[[], None] | None = None
 
     @classmethod
     def for_init(cls, config: dict[str, Any], console_socket: str | None) -> "Relay":
@@ -139,6 +140,16 @@ class Relay:
                 break
         if not buf and fd is not None and _pollable(fd):
             self.shim._set(fd, 0, None)
+        if self._drained and not any(self.buf.values()):
+            then, self._drained = self._drained, None
+            then()
+
+    def when_drained(self, then: Callable[[], None]) -> None:
+        """Call `then` once the buffered output is written (now if there is none)."""
+        if any(self.buf.values()):
+            self._drained = then
+        else:
+            then()
 
     def finish(self) -> None:
         """The process has exited: no more stdin goes to it."""

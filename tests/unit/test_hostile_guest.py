@@ -475,3 +475,27 @@ def test_vm_failure_reads_only_the_tail(tmp_path):
     vm = VM(Proc(), None, None, -1, str(tmp_path / "qemu.log"), str(console))
     assert vm.failure() == "Kernel panic \\x1b[31mred\\x1b[0m"
     assert TAIL <= 1 << 16
+
+
+def test_an_exec_exits_with_output_its_reader_does_not_take(harness):
+    """The exec's reader is stuck: the shim does not block writing to it; the
+    exit status goes out once the output is written."""
+    h = harness
+    r, w = os.pipe2(os.O_CLOEXEC)  # blocking, as a client's stdout may be
+    h.fds += [r]
+    relay = h.shim.relays[2]
+    relay.out[1] = w
+    relay.owned.add(w)
+    exits = []
+    h.shim.waiters[2] = exits.append
+    h.shim.receive(raw(Msg.STDOUT, 2, b"o" * 60000) + raw(Msg.STDOUT, 2, b"o" * 60000)
+                   + raw(Msg.STDOUT, 2, b"") + raw(Msg.EXIT, 2, struct.pack("<i", 3 << 8)))
+    assert exits == [] and 2 in h.shim.relays and h.shim.broken is None
+    got = 0
+    while 2 in h.shim.relays:  # the selector would call _write as the pipe drains
+        relay._write(1)
+        got += len(os.read(r, 1 << 20))
+    assert exits == [3]
+    while chunk := os.read(r, 1 << 20):
+        got += len(chunk)
+    assert got == 120000
