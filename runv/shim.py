@@ -656,9 +656,9 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     shim = Shim(sd, state, vm)
     shim.nics = nics
     shim.decoder = decoder
-    shim.take(getattr(decoder, "pending", []))
     stdio.attach(shim, 1)
     shim.relays[1] = stdio
+    shim.take(getattr(decoder, "pending", []))
     return shim
 
 
