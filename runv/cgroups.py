@@ -94,6 +94,19 @@ def _hierarchies() -> dict[str, str]:
     return out
 
 
+def hierarchy_dirs(entries: list[tuple[str, str]]) -> list[str]:
+    """The host directories of /proc/PID/cgroup entries (controllers, path)
+    in the hierarchies runv uses."""
+    mounts = _hierarchies()
+    out = set()
+    for controllers, path in entries:
+        names = controllers.split(",") if controllers else ["unified"]
+        mount = next((mounts[n] for n in names if n in mounts), None)
+        if mount:
+            out.add(os.path.join(mount, path.lstrip("/")))
+    return sorted(out)
+
+
 def _write(directory: str, name: str, value: Any, required: bool = False) -> bool:
     """Write a knob; a knob the kernel lacks is skipped (False) unless required."""
     path = os.path.join(directory, name)

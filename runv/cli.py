@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from runv import log
-from runv.state import DEFAULT_ROOT
+from runv.state import DEFAULT_ROOT, check_root
 
 # name -> (module under runv.commands, one-line help)
 COMMANDS = {
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from runv.errors import RunvError
 
     try:
+        check_root(args.root)
         module = importlib.import_module(f"runv.commands.{COMMANDS[args.verb][0]}")
         return module.run(args) or 0
     except RunvError as e:

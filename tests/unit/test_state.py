@@ -4,20 +4,20 @@ import os
 import pytest
 
 from runv.commands.kill import parse_signal
-from runv.errors import Exists, InvalidArgument, InvalidState, NotFound
+from runv.errors import CorruptState, Exists, InvalidArgument, InvalidState, NotFound
 from runv.resources import guest_size
-from runv.state import State, StateDir, check_id, list_ids
+from runv.state import State, StateDir, check_id, check_root, list_ids
 from runv.status import Status, require
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "..", ".", "x" * 1025, "a b", "../x"])
+@pytest.mark.parametrize("bad", ["", "a/b", "..", ".", "x" * 256, "x" * 1025, "a b", "../x", "a\0b"])
 def test_invalid_ids(bad):
     with pytest.raises(InvalidArgument):
         check_id(bad)
 
 
 def test_valid_ids():
-    for good in ["a", "abc-123_x.y", "x" * 1024]:
+    for good in ["a", "abc-123_x.y", "x" * 255]:  # 255: NAME_MAX, the id names directories
         check_id(good)
 
 
@@ -57,3 +57,31 @@ def test_guest_size():
                                                "cpu": {"quota": 150000, "period": 100000}}}})
     assert size.memory_mb == 256 + 32
     assert size.cpus == min(2, os.cpu_count())
+
+
+def test_root_must_be_absolute():
+    check_root("/run/runv")
+    for bad in ("rel", "./x", "", "/a\0b"):
+        with pytest.raises(InvalidArgument, match="--root must be an absolute path"):
+            check_root(bad)
+
+
+@pytest.mark.parametrize("content", [
+    b"{not json", b"\xff\xfe", b"[]", b"null", b'{"id": "other"}', b'{"id": "c1", "pid": "x"}',
+    b'{"id": "c1", "pid": true}', b'{"id": "c1", "pid": -5}', b'{"id": "c1", "pid": 99999999999}',
+    b'{"id": "c1", "status": "dancing"}', b'{"id": "c1", "annotations": {"a": 1}}',
+    b'{"id": "c1", "cgroup_made": ["/x", 3]}', b'{"id": "c1", "hooks": []}',
+])
+def test_corrupt_state_is_one_error(tmp_path, content):
+    sd = StateDir(str(tmp_path), "c1")
+    sd.create()
+    with open(sd.state_file, "wb") as f:
+        f.write(content)
+    with pytest.raises(CorruptState, match="container state of c1 is"):
+        sd.read()
+
+
+def test_state_fields_match_the_well_formed_table():
+    from runv.ocistate import STATE_FIELDS
+
+    assert set(State.__dataclass_fields__) == set(STATE_FIELDS)
