@@ -11,6 +11,8 @@ SOCKET = "shim.sock"
 
 _ERRORS = {
     "NotFound": errors.NotFound,
+    "InvalidArgument": errors.InvalidArgument,
+    "SpecError": errors.SpecError,
     "InvalidState": errors.InvalidState,
     "AgentError": errors.AgentError,
     "QemuError": errors.QemuError,
