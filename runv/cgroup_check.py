@@ -69,13 +69,13 @@ def check(res: Any) -> None:
     _block_io(res.get("blockIO") or {}, f"{where}.blockIO")
     for i, h in enumerate(_array(res.get("hugepageLimits"), f"{where}.hugepageLimits")):
         at = f"{where}.hugepageLimits[{i}]"
-        _object(h, at)
+        h = _object(h, at, required=True)
         if not (isinstance(h.get("pageSize"), str) and PAGE_SIZE.fullmatch(h["pageSize"])):
             raise _bad(f"{at}.pageSize", h.get("pageSize"), "is not a hugepage size such as '2MB'")
         _integer(h.get("limit"), f"{at}.limit", UINT64, required=True)
     for i, p in enumerate(_array((res.get("network") or {}).get("priorities"), f"{where}.network.priorities")):
         at = f"{where}.network.priorities[{i}]"
-        _object(p, at)
+        p = _object(p, at, required=True)
         if not (isinstance(p.get("name"), str) and IFNAME.fullmatch(p["name"])):
             raise _bad(f"{at}.name", p.get("name"), "is not a network interface name")
         _integer(p.get("priority"), f"{at}.priority", UINT32, required=True)
@@ -98,26 +98,27 @@ def _memory(mem: dict[str, Any], where: str) -> None:
 def _block_io(blk: dict[str, Any], where: str) -> None:
     for i, dev in enumerate(_array(blk.get("weightDevice"), f"{where}.weightDevice")):
         at = f"{where}.weightDevice[{i}]"
-        _device_numbers(dev, at)
+        dev = _device_numbers(dev, at)
         for name in ("weight", "leafWeight"):
             _integer(dev.get(name), f"{at}.{name}", BLKIO_WEIGHT)
     for key in THROTTLES:
         for i, dev in enumerate(_array(blk.get(key), f"{where}.{key}")):
             at = f"{where}.{key}[{i}]"
-            _device_numbers(dev, at)
+            dev = _device_numbers(dev, at)
             _integer(dev.get("rate"), f"{at}.rate", UINT64, required=True)
 
 
-def _device_numbers(dev: Any, where: str) -> None:
-    _object(dev, where)
+def _device_numbers(dev: Any, where: str) -> dict[str, Any]:
+    dev = _object(dev, where, required=True)
     for name in ("major", "minor"):
         _integer(dev.get(name), f"{where}.{name}", UINT32, required=True)
+    return dev
 
 
 def _devices(rules: Any, where: str) -> None:
     for i, rule in enumerate(_array(rules, where)):
         at = f"{where}[{i}]"
-        _object(rule, at)
+        rule = _object(rule, at, required=True)
         if not isinstance(rule.get("allow"), bool):
             raise _bad(f"{at}.allow", rule.get("allow"), "is not a boolean")
         for name in ("major", "minor"):
@@ -142,8 +143,8 @@ def _unified(unified: Any, where: str) -> None:
 
 # ---- the JSON shapes ----
 
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
+def _object(value: Any, where: str, required: bool = False) -> dict[str, Any]:
+    if value is None and not required:
         return {}
     if not isinstance(value, dict):
         raise _bad(where, value, "is not an object")

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
+    # One line, whatever a message quotes (a path or an arg with a newline in it).
+    message = message.replace("\r", "\\r").replace("\n", "\\n") or "failed"
+    message = message.encode(errors="backslashreplace").decode()  # no lone surrogate either
     log.error(message)
     print(f"runv: {message}", file=sys.stderr)
     return code

@@ -9,9 +9,9 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from runv.errors import SpecError
+from runv.errors import RunvError, SpecError
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spec")
 SCHEMA_FILES = ("config-schema.json", "config-linux.json", "defs.json", "defs-linux.json")
 ROOT_SCHEMA = SCHEMA_FILES[0]
+T = TypeVar("T")
 MAX_MESSAGE = 300  # characters of jsonschema's message kept (it quotes the bad value)
 
 
@@ -83,6 +84,19 @@ def validate(config: Any) -> None:
     """Raise SpecError naming the most relevant place where config breaks the schema."""
     _raise_first(_validator(), config, "config.json")
     check_strings(config, "config.json")
+
+
+def explained(config: Any, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a config the schema has not checked yet: an unexpected error
+    is most likely a malformed config, and then the schema's message names the
+    field; if the schema finds nothing, the error was a bug and stays as it is."""
+    try:
+        return fn(*args)
+    except RunvError:
+        raise
+    except Exception:
+        validate(config)
+        raise
 
 
 def validate_process(process: Any, name: str) -> None:

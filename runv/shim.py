@@ -386,7 +386,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     from runv.qemu import vm as qemu_vm
     from runv.qemu.cmdline import Machine, Share
 
-    from runv.config import validate
+    from runv.config import explained, validate
 
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
@@ -394,16 +394,10 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     early_validation = bool(state.hooks)
     if early_validation:
         validate(config)
-    try:
-        size = resources.guest_size(config)
-        plan = mounts.plan(config, bundle.path)
-        # Built before the VM starts: a config too big for one frame fails here.
-        create = create_payload(config, plan.records, plan.guest_dirs)
-    except RunvError:
-        raise
-    except Exception:
-        validate(config)  # names what is malformed
-        raise
+    size = explained(config, resources.guest_size, config)
+    plan = explained(config, mounts.plan, config, bundle.path)
+    # Built before the VM starts: a config too big for one frame fails here.
+    create = explained(config, create_payload, config, plan.records, plan.guest_dirs)
     a = assets.require()
     accel = choose(a)
     state.accel = accel.accel
