@@ -90,6 +90,8 @@ def cgroup_path(config: dict[str, Any], container_id: str) -> str:
         raise CgroupError(f"cgroupsPath {given!r} must not contain '..'")
     if not parts:
         raise CgroupError(f"cgroupsPath {given!r} names the root cgroup")
+    if "/" + "/".join(parts) == DEFAULT_PARENT:
+        raise CgroupError(f"cgroupsPath {given!r} names the parent of all runv containers")
     if any("\0" in p or "\n" in p or len(p.encode(errors="surrogatepass")) > NAME_MAX for p in parts):
         raise CgroupError(f"cgroupsPath {given[:80]!r}: not a valid cgroup name")
     return "/" + "/".join(parts)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runv import cgroups, config, hooks, mounts, resources
-from runv.agent.spec import create_payload
+from runv.agent.spec import create_payload, exec_payload
 from runv.default_spec import default_config
 from runv.errors import RunvError
 from runv.exec import process_from_args
@@ -173,9 +173,11 @@ def test_random_resources_and_cgroups_paths(doc):
 
 
 def exec_process(path: str, doc) -> None:
+    """What `runv exec --process` and then the shim do with the process before EXEC."""
     with open(path, "w") as f:
         json.dump(doc, f)
-    process_from_args(argparse.Namespace(process=path))
+    process = process_from_args(argparse.Namespace(process=path))
+    exec_payload(process)
 
 
 @SETTINGS

@@ -49,6 +49,14 @@ def test_signal_names():
     assert parse_signal("kill") == 9
     with pytest.raises(InvalidArgument):
         parse_signal("NOPE")
+    assert parse_signal("64") == 64 and parse_signal("RTMAX") == 64 and parse_signal("sigusr1") == 10
+
+
+@pytest.mark.parametrize("bad", ["0", "65", "4294967296", "4294967305", "99999999999999999999", "SIG_DFL",
+                                 "SIG_IGN", "١٥", "", "-9", "9.0"])
+def test_signals_are_1_to_64(bad):
+    with pytest.raises(InvalidArgument):
+        parse_signal(bad)
 
 
 def test_guest_size():
