@@ -93,3 +93,20 @@ def test_state_fields_match_the_well_formed_table():
     from runv.ocistate import STATE_FIELDS
 
     assert set(State.__dataclass_fields__) == set(STATE_FIELDS)
+
+
+@pytest.mark.parametrize("argv", [["state", "c1"], ["kill", "c1", "9"], ["kill", "c1", "4294967296"],
+                                  ["start", "c1"], ["--root", "rel", "state", "c1"]])
+def test_light_paths_stay_light(tmp_path, argv):
+    """state, kill and start (and their errors) never load jsonschema or pyroute2."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from runv import cli\n"
+            f"try: cli.main(['--root', {str(tmp_path)!r}] + {argv!r})\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('jsonschema', 'pyroute2') if m in sys.modules))")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": repo})
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
