@@ -157,18 +157,23 @@ def setup(config: dict[str, Any], container_id: str, pid: int) -> Cgroup:
     roots = [ROOT] if v2_only else sorted({m for c, m in mounts.items() if c != "unified"})
     for root in roots:
         refuse_unfit(os.path.join(root, rel))
+    # /runv/<id> is runv's own name for this container: an empty one there is
+    # an earlier container's leftover, and goes with this one.
+    own = "/" + rel == f"{DEFAULT_PARENT}/{container_id}"
     dirs: list[str] = []
     made: list[str] = []
     joined: list[str] = []
     try:
-        if v2_only:
-            dirs.append(_makedirs_v2(ROOT, rel, made))
-            _apply_v2(dirs[0], res)
-        else:
-            for mount in roots:
-                controllers = {c for c, m in mounts.items() if m == mount}
-                dirs.append(_makedirs(mount, rel, "cpuset" in controllers, made))
-                _apply(dirs[-1], controllers, res)
+        for mount in roots:
+            controllers = {c for c, m in mounts.items() if m == mount}
+            d = _makedirs_v2(mount, rel, made) if v2_only else _makedirs(mount, rel, "cpuset" in controllers, made)
+            if own and d not in made:
+                made.append(d)
+            dirs.append(d)
+            if v2_only:
+                _apply_v2(d, res)
+            else:
+                _apply(d, controllers, res)
         # only once every knob took: a cgroup with a process in it cannot be removed
         for d in dirs:
             _write(d, "cgroup.procs", pid, required=True)

@@ -411,3 +411,16 @@ def test_mutated_configs_through_runv_run(runv, make_bundle):
             assert "internal error" not in line, (path, value, line)
         assert_clean(runv)
         assert cgroup_dirs(f"runv/{cid}") == [], (path, value)
+
+
+def test_an_empty_leftover_of_runvs_own_cgroup_goes_with_the_next_container(runv, make_bundle):
+    cid = f"left{os.getpid()}"
+    from runv.cgroups import _hierarchies
+
+    for mount in {os.path.join(m, "runv") for c, m in _hierarchies().items() if c != "unified"}:
+        if os.path.isdir(mount):  # made by the runs before
+            os.makedirs(os.path.join(mount, cid), exist_ok=True)
+            _init_cpuset(mount, cid)
+    r = runv("run", "--bundle", make_bundle(["true"]), cid)
+    assert r.returncode == 0, r.stderr
+    assert cgroup_dirs(f"runv/{cid}") == []
