@@ -17,6 +17,10 @@ bound on the host:
 
 A relative cgroupsPath lives under /runv, an absolute one is taken as given
 (under each hierarchy's mount point), and without one the cgroup is /runv/<id>.
+It must name a cgroup below the root (no '..'), and one with no process in it
+(as runc refuses a non-empty cgroup): the container gets a cgroup of its own.
+`delete` removes only the directories runv made (Cgroup.made, kept in the
+state), never a parent or a cgroup that was there before.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runv.errors import RunvError
+from runv import cgroup_check
+from runv.cgroup_check import CgroupError
 
 ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/runv"
@@ -42,39 +47,54 @@ VM_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "
               "c 10:241 rwm"]
 
 
-class CgroupError(RunvError):
-    pass
-
-
 @dataclass
 class Cgroup:
-    dirs: list[str]
+    dirs: list[str]  # the cgroup the shim is in, one per hierarchy
+    made: list[str] | None = None  # what runv mkdir'ed, parents first (None: state of an older runv)
 
     def destroy(self, wait: float = 2.0) -> None:
-        """Remove the directories; killed processes may take a moment to leave
-        (up to `wait` seconds in all)."""
+        """Remove the directories runv made, deepest first. Killed processes may
+        take a moment to leave the container's own (up to `wait` seconds in all);
+        a parent that is still busy holds other cgroups and stays."""
         deadline = time.monotonic() + wait
-        for d in self.dirs:
+        for d in reversed(self.made) if self.made is not None else self.dirs:
             while True:
                 try:
                     os.rmdir(d)
                 except OSError as e:
-                    if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                    if e.errno == errno.EBUSY and d in self.dirs and time.monotonic() < deadline:
                         time.sleep(0.01)
                         continue
                 break
 
 
+NAME_MAX = 255
+
+
 def cgroup_path(config: dict[str, Any], container_id: str) -> str:
-    path = (config.get("linux") or {}).get("cgroupsPath") or f"{DEFAULT_PARENT}/{container_id}"
+    """The container's cgroup, as an absolute path below the hierarchy's root."""
+    linux = config.get("linux") if isinstance(config, dict) else None
+    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    if path is None or path == "":
+        path = f"{DEFAULT_PARENT}/{container_id}"
+    if not isinstance(path, str):
+        raise CgroupError(f"linux.cgroupsPath: {path!r} is not a string")
+    given = path
     if ":" in path and not path.startswith("/"):
         # systemd's slice:prefix:name
         slice_, prefix, name = (path.split(":") + ["", ""])[:3]
         path = f"/{slice_}/{prefix}-{name}.scope" if prefix else f"/{slice_}/{name}"
     path = path if path.startswith("/") else f"{DEFAULT_PARENT}/{path}"
-    if ".." in path.split("/"):
-        raise CgroupError(f"cgroupsPath {path!r} must not contain '..'")
-    return os.path.normpath(path)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise CgroupError(f"cgroupsPath {given!r} must not contain '..'")
+    if not parts:
+        raise CgroupError(f"cgroupsPath {given!r} names the root cgroup")
+    if "/" + "/".join(parts) == DEFAULT_PARENT:
+        raise CgroupError(f"cgroupsPath {given!r} names the parent of all runv containers")
+    if any("\0" in p or "\n" in p or len(p.encode(errors="surrogatepass")) > NAME_MAX for p in parts):
+        raise CgroupError(f"cgroupsPath {given[:80]!r}: not a valid cgroup name")
+    return "/" + "/".join(parts)
 
 
 def _hierarchies() -> dict[str, str]:
@@ -92,6 +112,19 @@ def _hierarchies() -> dict[str, str]:
             elif fstype == "cgroup2" and fields[4].startswith(ROOT):
                 out["unified"] = fields[4]
     return out
+
+
+def hierarchy_dirs(entries: list[tuple[str, str]]) -> list[str]:
+    """The host directories of /proc/PID/cgroup entries (controllers, path)
+    in the hierarchies runv uses."""
+    mounts = _hierarchies()
+    out = set()
+    for controllers, path in entries:
+        names = controllers.split(",") if controllers else ["unified"]
+        mount = next((mounts[n] for n in names if n in mounts), None)
+        if mount:
+            out.add(os.path.join(mount, path.lstrip("/")))
+    return sorted(out)
 
 
 def _write(directory: str, name: str, value: Any, required: bool = False) -> bool:
@@ -112,26 +145,35 @@ def _write(directory: str, name: str, value: Any, required: bool = False) -> boo
 def setup(config: dict[str, Any], container_id: str, pid: int) -> Cgroup:
     """Make the cgroup, apply the resources and move `pid` (the shim) in.
     On failure, whatever was made is removed again."""
-    res = (config.get("linux") or {}).get("resources") or {}
+    linux = config.get("linux")
+    res = linux.get("resources") if isinstance(linux, dict) else None
     check(res)
+    res = res or {}
     rel = cgroup_path(config, container_id).lstrip("/")
     mounts = _hierarchies()
     v2_only = "unified" in mounts and mounts["unified"] == ROOT
     if res.get("unified") and not v2_only:
         raise CgroupError("linux.resources.unified needs a cgroup v2 host")
+    roots = [ROOT] if v2_only else sorted({m for c, m in mounts.items() if c != "unified"})
+    for root in roots:
+        refuse_unfit(os.path.join(root, rel))
+    # /runv/<id> is runv's own name for this container: an empty one there is
+    # an earlier container's leftover, and goes with this one.
+    own = "/" + rel == f"{DEFAULT_PARENT}/{container_id}"
     dirs: list[str] = []
+    made: list[str] = []
     joined: list[str] = []
     try:
-        if v2_only:
-            _makedirs_v2(ROOT, rel, dirs)
-            _apply_v2(dirs[0], res)
-        else:
-            for mount in sorted(set(mounts.values())):
-                if mount == mounts.get("unified"):
-                    continue  # the hybrid layout's cgroup2 has no controllers
-                controllers = {c for c, m in mounts.items() if m == mount}
-                _makedirs(mount, rel, "cpuset" in controllers, dirs)
-                _apply(dirs[-1], controllers, res)
+        for mount in roots:
+            controllers = {c for c, m in mounts.items() if m == mount}
+            d = _makedirs_v2(mount, rel, made) if v2_only else _makedirs(mount, rel, "cpuset" in controllers, made)
+            if own and d not in made:
+                made.append(d)
+            dirs.append(d)
+            if v2_only:
+                _apply_v2(d, res)
+            else:
+                _apply(d, controllers, res)
         # only once every knob took: a cgroup with a process in it cannot be removed
         for d in dirs:
             _write(d, "cgroup.procs", pid, required=True)
@@ -143,35 +185,51 @@ def setup(config: dict[str, Any], container_id: str, pid: int) -> Cgroup:
                 _write(root, "cgroup.procs", pid)
             except CgroupError:
                 pass
-        Cgroup(dirs).destroy(wait=0.5)
+        Cgroup(dirs, made).destroy(wait=0.5)
         raise
-    return Cgroup(dirs)
+    return Cgroup(dirs, made)
 
 
-# ---- validation, before anything is made ----
+def refuse_unfit(d: str) -> None:
+    """A cgroup that exists must hold no process and not be frozen (runc 1.1
+    warns and 1.2 refuses; runv refuses): its processes would share the VM's
+    limits, and be killed, frozen and removed with it."""
+    if not os.path.isdir(d):
+        return
+    pids = _processes(d)
+    if pids:
+        raise CgroupError(f"container's cgroup is not empty: {len(pids)} process(es) found in {d}")
+    for knob, frozen in (("freezer.state", "FROZEN"), ("cgroup.freeze", "1")):
+        try:
+            with open(os.path.join(d, knob)) as f:
+                if f.read().strip() == frozen:
+                    raise CgroupError(f"container's cgroup {d} is frozen")
+        except OSError:
+            pass
 
-PAGE_SIZE = re.compile(r"^[1-9][0-9]*[KMGTP]?B$")
+
+def _processes(d: str) -> set[int]:
+    """Every process in the cgroup and its descendants."""
+    pids: set[int] = set()
+    for dirpath, _, files in os.walk(d):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids.update(int(p) for p in f.read().split())
+            except OSError:
+                pass  # removed while we walked
+    return pids
 
 
-def check(res: dict[str, Any]) -> None:
-    """Values no kernel interface takes are errors, as in runc."""
-    mem = res.get("memory") or {}
-    sw = mem.get("swappiness")
-    if sw is not None and sw != -1 and sw != 2**64 - 1 and not 0 <= sw <= 100:
-        raise CgroupError(f"invalid memory swappiness {sw}: the range is 0-100")
-    limit, swap = mem.get("limit"), mem.get("swap")
-    if isinstance(limit, int) and isinstance(swap, int) and limit > 0 and 0 < swap < limit:
-        raise CgroupError(f"memory+swap limit {swap} is smaller than the memory limit {limit}")
-    for h in res.get("hugepageLimits") or []:
-        size = str(h.get("pageSize", ""))
-        if not PAGE_SIZE.match(size):
-            raise CgroupError(f"invalid hugepage size {h.get('pageSize')!r}")
+def check(res: Any) -> None:
+    """linux.resources value by value (runv.cgroup_check: any JSON gives one
+    CgroupError), then the huge page sizes against this host's."""
+    cgroup_check.check(res)
+    for h in (res or {}).get("hugepageLimits") or []:
+        size = h["pageSize"]
         if size not in host_page_sizes():
             raise CgroupError(f"hugetlb.{size}: not a huge page size of this host "
                               f"({', '.join(host_page_sizes()) or 'none'})")
-    for rule in res.get("devices") or []:
-        if rule.get("type", "a") not in ("a", "b", "c") or not set(rule.get("access") or "rwm") <= set("rwm"):
-            raise CgroupError(f"invalid device cgroup rule {rule!r}")
 
 
 def host_page_sizes(base: str = "/sys/kernel/mm/hugepages") -> list[str]:
@@ -326,22 +384,41 @@ def _blkio_v1(d: str, blk: dict[str, Any]) -> None:
             _write(d, f"blkio.throttle.{knob}", f"{dev['major']}:{dev['minor']} {dev['rate']}", required=True)
 
 
-def _makedirs(mount: str, rel: str, cpuset: bool, leaves: list[str]) -> None:
-    """mkdir -p, and the leaf goes in `leaves` (the container's to remove; its
-    parents may be shared). A new cpuset level takes its parent's cpus and
-    mems, or it could hold no task."""
-    d = mount
-    for part in filter(None, rel.split("/")):
-        parent, d = d, os.path.join(d, part)
-        if not os.path.isdir(d):
-            try:
-                os.mkdir(d)
-            except FileExistsError:
-                continue  # made by a concurrent create
-            if cpuset:
-                for knob in ("cpuset.cpus", "cpuset.mems"):
-                    _write(d, knob, _inherit(parent, knob))
-    leaves.append(d)
+def _mkdir_p(root: str, rel: str, made: list[str], before_child=None, new=None) -> str:
+    """mkdir -p below `root`: each directory made goes in `made`, `new(parent,
+    d)` runs on it, `before_child(parent)` before each level. A parent that a
+    concurrent delete removes under us is made again (a few times)."""
+    for attempt in range(3):
+        d = root
+        try:
+            for part in filter(None, rel.split("/")):
+                parent, d = d, os.path.join(d, part)
+                if before_child:
+                    before_child(parent)
+                if os.path.isdir(d):
+                    continue
+                try:
+                    os.mkdir(d)
+                except FileExistsError:
+                    continue  # made by a concurrent create: not ours
+                made.append(d)
+                if new:
+                    new(parent, d)
+            return d
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    return d
+
+
+def _makedirs(mount: str, rel: str, cpuset: bool, made: list[str]) -> str:
+    """mkdir -p; returns the leaf. A new cpuset level takes its parent's cpus
+    and mems, or it could hold no task."""
+    def inherit(parent: str, d: str) -> None:
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            _write(d, knob, _inherit(parent, knob))
+
+    return _mkdir_p(mount, rel, made, new=inherit if cpuset else None)
 
 
 def _inherit(parent: str, knob: str) -> str:
@@ -360,20 +437,25 @@ def _inherit(parent: str, knob: str) -> str:
 
 # ---- cgroup v2 ----
 
-def _makedirs_v2(root: str, rel: str, leaves: list[str]) -> None:
-    """mkdir -p with every controller enabled on the way down."""
-    d = root
-    for part in filter(None, rel.split("/")):
+def _makedirs_v2(root: str, rel: str, made: list[str]) -> str:
+    """mkdir -p with every controller enabled on the way down; returns the leaf."""
+    def enable(parent: str) -> None:
         try:
-            with open(os.path.join(d, "cgroup.controllers")) as f:
-                wanted = " ".join("+" + c for c in f.read().split())
+            wanted = " ".join("+" + c for c in _controllers(parent))
             if wanted:
-                _write(d, "cgroup.subtree_control", wanted)
-        except (OSError, CgroupError):
+                _write(parent, "cgroup.subtree_control", wanted)
+        except CgroupError:
             pass  # a controller that cannot be enabled here: its knobs will be missing
-        d = os.path.join(d, part)
-        os.makedirs(d, exist_ok=True)
-    leaves.append(d)
+
+    return _mkdir_p(root, rel, made, before_child=enable)
+
+
+def _controllers(d: str) -> list[str]:
+    try:
+        with open(os.path.join(d, "cgroup.controllers")) as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 
 def _apply_v2(d: str, res: dict[str, Any]) -> None:
@@ -409,7 +491,10 @@ def _apply_v2(d: str, res: dict[str, Any]) -> None:
                        ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
         for dev in blk.get(key) or []:
             _write(d, "io.max", f"{dev['major']}:{dev['minor']} {field}={dev['rate']}", required=True)
+    enabled = set(_controllers(d))
     for key, value in (res.get("unified") or {}).items():
-        if "/" in key or key.startswith("."):
-            raise CgroupError(f"linux.resources.unified: bad key {key!r}")
+        check({"unified": {key: value}})  # (again: no key here may be a path or a core file)
+        controller = key.split(".", 1)[0]
+        if controller not in enabled:
+            raise CgroupError(f"linux.resources.unified: {key!r}: controller {controller!r} is not available")
         _write(d, key, value, required=True)

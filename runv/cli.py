@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from runv import log
-from runv.state import DEFAULT_ROOT
+from runv.state import DEFAULT_ROOT, check_root
 
 # name -> (module under runv.commands, one-line help)
 COMMANDS = {
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from runv.errors import RunvError
 
     try:
+        check_root(args.root)
         module = importlib.import_module(f"runv.commands.{COMMANDS[args.verb][0]}")
         return module.run(args) or 0
     except RunvError as e:
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
+    # One line, whatever a message quotes (a path or an arg with a newline in it).
+    message = message.replace("\r", "\\r").replace("\n", "\\n") or "failed"
+    message = message.encode(errors="backslashreplace").decode()  # no lone surrogate either
     log.error(message)
     print(f"runv: {message}", file=sys.stderr)
     return code

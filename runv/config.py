@@ -9,9 +9,9 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from runv.errors import SpecError
+from runv.errors import RunvError, SpecError
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spec")
 SCHEMA_FILES = ("config-schema.json", "config-linux.json", "defs.json", "defs-linux.json")
 ROOT_SCHEMA = SCHEMA_FILES[0]
+T = TypeVar("T")
 MAX_MESSAGE = 300  # characters of jsonschema's message kept (it quotes the bad value)
 
 
@@ -48,6 +49,9 @@ def load(bundle: str, schema: bool = True) -> Bundle:
         raise SpecError(f"config.json: not UTF-8 text: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
         raise SpecError(f"config.json: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise SpecError("config.json: invalid JSON: nested too deeply") from None
+    check_strings(config, "config.json")
     if schema:
         validate(config)
     try:
@@ -78,16 +82,75 @@ def _check(bundle: str, config: dict[str, Any]) -> Bundle:
 
 def validate(config: Any) -> None:
     """Raise SpecError naming the most relevant place where config breaks the schema."""
+    _raise_first(_validator(), config, "config.json")
+    check_strings(config, "config.json")
+
+
+def explained(config: Any, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a config the schema has not checked yet: an unexpected error
+    is most likely a malformed config, and then the schema's message names the
+    field; if the schema finds nothing, the error was a bug and stays as it is."""
+    try:
+        return fn(*args)
+    except RunvError:
+        raise
+    except Exception:
+        validate(config)
+        raise
+
+
+def validate_process(process: Any, name: str) -> None:
+    """An exec'd process (`runv exec --process FILE`): the schema of config.json's
+    process, and what runc checks of it (args, an absolute cwd)."""
+    _raise_first(_validator(PROCESS_SCHEMA), process, name)
+    check_strings(process, name)
+    if not process.get("args"):
+        raise SpecError(f"{name}: args must not be empty")
+    if not os.path.isabs(process["cwd"]):
+        raise SpecError(f"{name}: cwd {process['cwd']!r} must be an absolute path")
+
+
+def _raise_first(validator: Validator, document: Any, name: str) -> None:
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator().iter_errors(config))
+    error = best_match(validator.iter_errors(document))
     if error is None:
         return
     where = json_path(error.absolute_path)
     message = " ".join(error.message.split())
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE - 3] + "..."
-    raise SpecError(f"config.json: {where + ': ' if where else ''}{message}")
+    raise SpecError(f"{name}: {where + ': ' if where else ''}{message}")
+
+
+def check_strings(document: Any, name: str) -> None:
+    """Every string (key or value) is text the guest can take: UTF-8 encodable
+    (JSON can escape a lone surrogate) and without NUL, which would cut a
+    C string short or shift the fields of an agent record."""
+    stack: list[tuple[Any, list[Any]]] = [(document, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            items = list(node.items())
+            for key, _ in items:
+                _text(key, path, name)
+            stack += [(v, path + [k]) for k, v in items]
+        elif isinstance(node, list):
+            stack += [(v, path + [i]) for i, v in enumerate(node)]
+        else:
+            _text(node, path, name)
+
+
+def _text(value: Any, path: list[Any], name: str) -> None:
+    if not isinstance(value, str):
+        return
+    where = json_path(path)
+    if "\0" in value:
+        raise SpecError(f"{name}: {where + ': ' if where else ''}a string contains a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise SpecError(f"{name}: {where + ': ' if where else ''}a string is not valid Unicode") from None
 
 
 def json_path(path: Any) -> str:
@@ -98,9 +161,13 @@ def json_path(path: Any) -> str:
     return out
 
 
+PROCESS_SCHEMA = f"{ROOT_SCHEMA}#/definitions/Process"
+
+
 @functools.cache
-def _validator() -> Validator:
-    """The schema, compiled once per process; its $refs resolve among spec/*.json only."""
+def _validator(ref: str | None = None) -> Validator:
+    """The schema (or the part of it at `ref`), compiled once per process; its
+    $refs resolve among spec/*.json only."""
     from jsonschema.validators import validator_for
     from referencing import Registry, Resource
 
@@ -112,4 +179,5 @@ def _validator() -> Validator:
         (name, Resource.from_contents(s)) for name, s in schemas.items())
     root = schemas[ROOT_SCHEMA]
     cls = validator_for(root)
-    return cls(root, registry=registry)
+    schema = {"$schema": root["$schema"], "$ref": ref} if ref else root
+    return cls(schema, registry=registry)

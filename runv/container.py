@@ -92,7 +92,7 @@ class Container:
         if self.state.cgroup:
             from runv.cgroups import Cgroup
 
-            Cgroup(self.state.cgroup.split(":")).destroy()
+            Cgroup(self.state.cgroup.split(":"), self.state.cgroup_made).destroy()
 
     def destroy(self) -> None:
         """Kill the shim and its VM, whatever they are doing."""

@@ -16,6 +16,11 @@ class Exists(RunvError):
     pass
 
 
+class CorruptState(RunvError):
+    """A container's state.json is there but unreadable or not runv's: `delete
+    --force` still cleans up after it."""
+
+
 class InvalidState(RunvError):
     pass
 

@@ -19,17 +19,41 @@ from runv.container import Container
 
 
 def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The process to exec, checked as runc checks it, and small enough for one
+    EXEC frame: nothing reaches the container's shim that it would refuse."""
     if args.process:
-        try:
-            with open(args.process) as f:
-                process = json.load(f)
-        except OSError as e:
-            raise errors.SpecError(f"open {args.process}: {e.strerror}") from None
-        except ValueError as e:
-            raise errors.SpecError(f"{args.process}: invalid JSON: {e}") from None
-        if not isinstance(process, dict) or not process.get("args"):
-            raise errors.SpecError(f"{args.process}: process.args must not be empty")
-        return process
+        process = _process_file(args.process)
+    else:
+        process = _process_from_flags(args)
+    try:
+        from runv.agent.spec import exec_payload
+
+        exec_payload(process)
+    except errors.RunvError:
+        raise
+    except Exception:  # a malformed process from config.json: the schema names the field
+        from runv.config import validate_process
+
+        validate_process(process, "process")
+        raise
+    return process
+
+
+def _process_file(path: str) -> dict[str, Any]:
+    from runv.config import validate_process
+
+    try:
+        with open(path, "rb") as f:
+            process = json.loads(f.read())
+    except OSError as e:
+        raise errors.SpecError(f"open {path}: {(e.strerror or str(e)).lower()}") from None
+    except (ValueError, RecursionError) as e:
+        raise errors.SpecError(f"{path}: invalid JSON: {str(e)[:200]}") from None
+    validate_process(process, path)
+    return process
+
+
+def _process_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     if not args.command:
         raise errors.InvalidArgument("exec needs a command, or --process")
     process = _config_process(args.root, args.id)
@@ -37,16 +61,30 @@ def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
     process["terminal"] = args.tty
     process["env"] = list(process.get("env") or []) + args.env
     if args.cwd:
+        if not os.path.isabs(args.cwd):
+            raise errors.InvalidArgument(f"--cwd {args.cwd!r} must be an absolute path")
         process["cwd"] = args.cwd
     if args.user:
         uid, _, gid = args.user.partition(":")
-        user = {"uid": int(uid), "gid": int(gid or 0)}
-        process["user"] = user
+        process["user"] = {"uid": _id(uid, "--user"), "gid": _id(gid or "0", "--user")}
     if args.additional_gids:
+        if not all(0 <= g < 2**32 for g in args.additional_gids):
+            raise errors.InvalidArgument("--additional-gids: gids are 0-4294967295")
         process.setdefault("user", {})["additionalGids"] = args.additional_gids
     if args.no_new_privs:
         process["noNewPrivileges"] = True
+    from runv.config import check_strings
+
+    check_strings(process, "process")
     return process
+
+
+def _id(text: str, flag: str) -> int:
+    """A uid or gid as runc takes it: a number 0-4294967295 (no user names:
+    they would be looked up in the container, which runv does not do)."""
+    if not (text.isascii() and text.isdigit() and int(text) < 2**32):
+        raise errors.InvalidArgument(f"{flag}: {text!r} is not a uid/gid (0-4294967295)")
+    return int(text)
 
 
 def _config_process(root: str, container_id: str) -> dict[str, Any]:
@@ -54,9 +92,13 @@ def _config_process(root: str, container_id: str) -> dict[str, Any]:
     c = Container.load(root, container_id)
     try:
         with open(os.path.join(c.state.bundle, "config.json")) as f:
-            return dict(json.load(f).get("process") or {})
-    except (OSError, ValueError):
-        return {"cwd": "/", "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+            config = json.load(f)
+        process = config.get("process") if isinstance(config, dict) else None
+    except (OSError, ValueError, RecursionError):
+        process = None
+    if isinstance(process, dict):
+        return dict(process)
+    return {"cwd": "/", "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
 
 
 def exec_process(root: str, container_id: str, process: dict[str, Any], console_socket: str | None,

@@ -39,15 +39,15 @@ def entry() -> None:
 
         root, cid = request
         path = os.path.join(root, cid, "state.json")
-        if "/" not in cid and cid not in (".", "..") and os.path.isfile(path):
+        if os.path.isabs(root) and "/" not in cid and cid not in (".", "..") and os.path.isfile(path):
             try:
                 with open(path) as f:
                     data = json.load(f)
             except (OSError, ValueError):
                 data = None
-            if data is not None:
-                from runv.ocistate import oci_state
+            from runv.ocistate import oci_state, well_formed
 
+            if well_formed(data, cid):
                 print(json.dumps(oci_state(data), indent=2))
                 sys.exit(0)
     # Anything else, including every error, gets the full CLI.

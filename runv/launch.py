@@ -23,17 +23,21 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     log.debug("create")
     sd = StateDir(root, container_id)
     bundle = config.load(bundle_dir, schema=False)  # the shim validates it, in parallel with the boot
-    hooks.validate(bundle.config.get("hooks"))
+    config.explained(bundle.config, hooks.validate, bundle.config.get("hooks"))
     terminal = bool(bundle.config["process"].get("terminal"))
     if terminal and not console_socket and not foreground:
         raise errors.InvalidArgument(
             "cannot allocate tty if runv will detach without setting console socket")
     if console_socket and not terminal:
         raise errors.InvalidArgument("--console-socket given but process.terminal is false")
+    annotations = bundle.config.get("annotations") or {}
+    if not (isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())):
+        config.validate(bundle.config)  # names the problem
+        raise errors.SpecError("config.json: annotations must map strings to strings")
     sd.create()
     try:
         state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
-                      created=log.now(), annotations=bundle.config.get("annotations") or {},
+                      created=log.now(), annotations=annotations,
                       hooks=bundle.config.get("hooks") or {})
         sd.write(state)
         pid = _fork_shim(sd, state, bundle, console_socket)

@@ -5,6 +5,34 @@ from __future__ import annotations
 
 from runv import OCI_VERSION, proc
 
+STATUSES = ("creating", "created", "running", "paused", "stopped")
+# state.json's fields and the JSON types each may hold (runv.state.State mirrors it)
+_STR, _INT, _OPT_INT, _DICT = (str,), (int,), (int, type(None)), (dict,)
+STATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": _STR, "bundle": _STR, "status": _STR, "pid": _INT, "pid_start": _OPT_INT,
+    "qemu_pid": _INT, "rootfs": _STR, "created": _STR, "annotations": _DICT,
+    "exit_code": _OPT_INT, "accel": _STR, "netns": _STR, "hooks": _DICT, "cgroup": _STR,
+    "cgroup_made": (list, type(None)),
+}
+
+
+def well_formed(data: object, container_id: str) -> bool:
+    """Whether a parsed state.json is one runv wrote for this id: fields of the
+    right types (a bool is no pid), a known status, pids that are pids."""
+    if not isinstance(data, dict) or data.get("id") != container_id:
+        return False
+    for key, types in STATE_FIELDS.items():
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
+            return False
+    if data.get("status", "creating") not in STATUSES:
+        return False
+    pids = (data.get("pid", 0), data.get("qemu_pid", 0))
+    if not all(0 <= p < 2**22 for p in pids):  # the kernel's PID_MAX_LIMIT
+        return False
+    made = data.get("cgroup_made") or []
+    return all(isinstance(d, str) for d in made) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.get("annotations", {}).items())
+
 
 def live_status(recorded: str, pid: int, pid_start: int | None) -> str:
     """The status recomputed from live facts: a container whose shim is gone is stopped."""

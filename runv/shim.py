@@ -318,7 +318,16 @@ class Shim:
             for fd in fds:
                 os.close(fd)
             return
-        self._handle(conn, req, fds)
+        try:
+            self._handle(conn, req, fds)
+        except Exception as e:  # noqa: BLE001 - a bad request must never take the container down
+            log.error(f"control request refused: {type(e).__name__}: {e}")
+            message = str(e) if isinstance(e, RunvError) else f"bad request: {type(e).__name__}: {e}"
+            try:
+                conn.sendall(json.dumps({"error": message, "kind": type(e).__name__}).encode() + b"\n")
+            except OSError:
+                pass
+            conn.close()
 
     def _handle(self, conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         op = req.get("op")
@@ -371,8 +380,11 @@ class Shim:
             elif op == "exec":
                 self._exec(req, fds, answer, fail)
             elif op == "kill":
-                self._kill(int(req["signal"]), bool(req.get("all")), int(req.get("stream", 1)),
-                           answer, fail)
+                signo, stream = req.get("signal"), req.get("stream", 1)
+                if not (_is_int(signo) and 1 <= signo <= 64 and _is_int(stream) and 1 <= stream < 2**32):
+                    answer({"error": f"invalid signal {signo!r}", "kind": "InvalidArgument"})
+                    return
+                self._kill(signo, bool(req.get("all")), stream, answer, fail)
             elif op == "ps":
                 self.request(Msg.PS, 1, b"", agent_reply(
                     lambda f: {"pids": P.parse_u32_list(f.payload)}), fail)
@@ -428,20 +440,21 @@ class Shim:
 
     def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None],
               fail: Callable[[str], None]) -> None:
-        from runv.agent.spec import process_records
+        from runv.agent.spec import exec_payload
 
         process = req["process"]
+        try:
+            payload = exec_payload(process)  # checked by `runv exec` too; this shim trusts no client
+        except Exception:
+            for fd in fds:
+                os.close(fd)
+            raise
         stdio = dict(zip(req.get("stdio", []), fds))
         if process.get("terminal"):
             pty = stdio.get("pty")
             relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
         else:
             relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
-        try:
-            records = process_records(process)
-        except BaseException:
-            relay.close()
-            raise
         stream = self.next_stream
         self.next_stream += 1
 
@@ -465,7 +478,7 @@ class Shim:
             self.waiters[stream] = lambda code: answer({"exit": code})
             relay.attach(self, stream)
             answer({"ok": True, "pid": pid, "stream": stream}, close=False)
-        request = self.request(Msg.EXEC, stream, records, cb, failed)
+        request = self.request(Msg.EXEC, stream, payload, cb, failed)
 
     def _hook(self, kind: str, fatal: bool = True) -> None:
         from runv import hooks
@@ -589,11 +602,11 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
          fresh_netns: bool) -> Shim:
     from runv import assets, hooks, mounts, resources
     from runv.accel import choose
-    from runv.agent.spec import create_records
+    from runv.agent.spec import create_payload
     from runv.qemu import vm as qemu_vm
     from runv.qemu.cmdline import Machine, Share
 
-    from runv.config import validate
+    from runv.config import explained, validate
 
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
@@ -601,12 +614,10 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     early_validation = bool(state.hooks)
     if early_validation:
         validate(config)
-    try:
-        size = resources.guest_size(config)
-        plan = mounts.plan(config, bundle.path)
-    except (KeyError, TypeError, AttributeError, ValueError):
-        validate(config)  # names what is malformed
-        raise
+    size = explained(config, resources.guest_size, config)
+    plan = explained(config, mounts.plan, config, bundle.path)
+    # Built before the VM starts: a config too big for one frame fails here.
+    create = explained(config, create_payload, config, plan.records, plan.guest_dirs)
     a = assets.require()
     accel = choose(a)
     state.accel = accel.accel
@@ -645,7 +656,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
         for nic in nics:
             vm.agent.sendall(P.encode(Msg.NETIF, 0, netif_records(nic)))
             expect_ok(vm, decoder, BOOT_TIMEOUT)
-        vm.agent.sendall(P.encode(Msg.CREATE, 1, create_records(config, plan.records, plan.guest_dirs)))
+        vm.agent.sendall(P.encode(Msg.CREATE, 1, create))
         expect_ok(vm, decoder, BOOT_TIMEOUT)
         log.debug("container created in the guest")
         hooks.run(state.hooks, "createContainer", hook_state, bundle.path, host_netns)
@@ -740,8 +751,22 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
     except OSError as e:
         _report(sync_fd, {"error": str(e), "kind": "RunvError"})
     except BaseException as e:  # noqa: BLE001 - a shim must never die with a traceback
-        _report(sync_fd, {"error": f"internal error: {type(e).__name__}: {e}", "kind": "RunvError"})
+        _report(sync_fd, _explain(e, bundle.config))
     os._exit(code)
+
+
+def _explain(e: BaseException, config: Any) -> dict[str, Any]:
+    """An unexpected error before the schema check ran is most likely a malformed
+    config: then the schema's message names the field, else it is a bug."""
+    from runv.config import validate
+
+    try:
+        validate(config)
+    except RunvError as invalid:
+        return {"error": str(invalid), "kind": type(invalid).__name__}
+    except BaseException:  # noqa: BLE001
+        pass
+    return {"error": f"internal error: {type(e).__name__}: {e}", "kind": "RunvError"}
 
 
 def _report(fd: int, msg: dict[str, Any]) -> None:
@@ -768,6 +793,11 @@ def _join_cgroup(config: dict[str, Any], state: State) -> None:
 
     cg = cgroups.setup(config, state.id, os.getpid())
     state.cgroup = ":".join(cg.dirs)
+    state.cgroup_made = cg.made
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # Namespaces the shim joins or makes, so that host-side views of the container match.

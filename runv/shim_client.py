@@ -15,6 +15,8 @@ REPLY_TIMEOUT = REQUEST_TIMEOUT + 10.0
 
 _ERRORS = {
     "NotFound": errors.NotFound,
+    "InvalidArgument": errors.InvalidArgument,
+    "SpecError": errors.SpecError,
     "InvalidState": errors.InvalidState,
     "AgentError": errors.AgentError,
     "QemuError": errors.QemuError,

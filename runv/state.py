@@ -10,11 +10,17 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from runv.errors import Exists, InvalidArgument, NotFound
+from runv.errors import CorruptState, Exists, InvalidArgument, NotFound
+from runv.ocistate import well_formed
 
 DEFAULT_ROOT = "/run/runv"
-MAX_ID_LEN = 1024
+MAX_ID_LEN = 255  # the id names a directory (state, cgroup): NAME_MAX
 _ID_PUNCTUATION = set("_+-.")
+
+
+def check_root(root: str) -> None:
+    if not os.path.isabs(root) or "\0" in root:
+        raise InvalidArgument(f"--root must be an absolute path: {root!r}")
 
 
 def check_id(container_id: str) -> None:
@@ -41,7 +47,14 @@ class State:
     accel: str = ""
     netns: str = ""
     hooks: dict = field(default_factory=dict)
-    cgroup: str = ""
+    cgroup: str = ""  # the cgroups the shim joined, ":"-separated
+    cgroup_made: list[str] | None = None  # the cgroup dirs runv made, to remove (None: old state)
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, OSError):
+        return (e.strerror or str(e)).lower()
+    return "not JSON" if isinstance(e, ValueError) else str(e)
 
 
 class StateDir:
@@ -91,8 +104,10 @@ class StateDir:
                 data = json.load(f)
         except FileNotFoundError:
             raise NotFound(f"container does not exist: {self.id}") from None
-        except ValueError:
-            raise NotFound(f"container state of {self.id} is unreadable") from None
+        except (OSError, ValueError) as e:
+            raise CorruptState(f"container state of {self.id} is unreadable: {_reason(e)}") from None
+        if not well_formed(data, self.id):
+            raise CorruptState(f"container state of {self.id} is corrupt")
         known = State.__dataclass_fields__
         return State(**{k: v for k, v in data.items() if k in known})
 

@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 from runv import syscalls
-from runv.agent.protocol import Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
+from runv.agent.protocol import MAX_PAYLOAD, Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
 from runv.syscalls import CLONE_NEWNS, CLONE_NEWUSER
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -62,6 +62,25 @@ def mount_record(mtype: str, source: str, dest: str, options: list[str]) -> byte
     if mtype == "bind":
         flags |= MS_BIND
     return rec_cstrs(Tag.MOUNT, struct.pack("<II", flags, pflags), mtype, source, dest, data)
+
+
+def exec_payload(process: dict[str, Any]) -> bytes:
+    """EXEC's payload: the process's records, refused if they do not fit one frame."""
+    return _fits(process_records(process), "the process")
+
+
+def create_payload(config: dict[str, Any], mounts: list[bytes], shares: list[tuple[str, str]]) -> bytes:
+    """CREATE's payload: the config's records, refused if they do not fit one frame."""
+    return _fits(create_records(config, mounts, shares), "the container's config")
+
+
+def _fits(payload: bytes, what: str) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        from runv.errors import SpecError
+
+        raise SpecError(f"{what} takes {len(payload)} bytes to send to the guest, over the limit of "
+                        f"{MAX_PAYLOAD}: its args, env, mounts or other lists are too long")
+    return payload
 
 
 def process_records(process: dict[str, Any]) -> bytes:
@@ -156,10 +175,14 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
     out += [rec_str(Tag.READONLY_PATH, path) for path in linux.get("readonlyPaths") or []]
     for key, value in (linux.get("sysctl") or {}).items():
         out.append(record(Tag.SYSCTL, key.encode() + b"\0" + value.encode()))
-    for dev in linux.get("devices") or []:
-        out.append(record(Tag.DEVICE, struct.pack(
-            "<6I", ord(dev["type"][0]), dev.get("major", 0), dev.get("minor", 0),
-            dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0)) + dev["path"].encode()))
+    for i, dev in enumerate(linux.get("devices") or []):
+        numbers = [dev.get("major", 0), dev.get("minor", 0), dev.get("fileMode", 0o666),
+                   dev.get("uid", 0), dev.get("gid", 0)]
+        if not all(isinstance(v, int) and 0 <= v < 2**32 for v in numbers):
+            from runv.errors import SpecError
+
+            raise SpecError(f"linux.devices[{i}]: major, minor, fileMode, uid and gid must be unsigned 32-bit numbers")
+        out.append(record(Tag.DEVICE, struct.pack("<6I", ord(dev["type"][0]), *numbers) + dev["path"].encode()))
     if linux.get("rootfsPropagation") in PROPAGATION:
         out.append(rec_u32(Tag.ROOT_PROPAGATION, PROPAGATION[linux["rootfsPropagation"]]))
     if linux.get("seccomp") is not None:
@@ -236,5 +259,5 @@ def namespace_flags(linux: dict[str, Any]) -> int:
     return flags
 
 
-__all__ = ["create_records", "process_records", "mount_record", "parse_mount_options",
+__all__ = ["create_records", "process_records", "create_payload", "exec_payload", "mount_record", "parse_mount_options",
            "namespace_flags", "id_map_records", "guest_cgroup", "rlimits", "record", "rec_i32"]

@@ -12,13 +12,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runv.container import Container
-    from runv.errors import NotFound
+    from runv.errors import CorruptState, NotFound
+    from runv.state import StateDir
 
+    sd = StateDir(args.root, args.id)
     try:
-        c = Container.load(args.root, args.id, lock=True)
+        sd.lock()
+        c = Container(sd, sd.read())
     except NotFound:
         if args.force:
             return 0
         raise
+    except CorruptState:
+        if not args.force:
+            raise
+        from runv.orphan import clean_up
+
+        clean_up(sd)
+        return 0
     c.delete(force=args.force)
     return 0

@@ -12,7 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runv.container import Container
-    from runv.errors import NotFound
+    import sys
+
+    from runv.errors import CorruptState, NotFound
     from runv.state import list_ids
 
     states = []
@@ -21,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
             states.append(Container.load(args.root, cid).oci_state())
         except NotFound:
             continue  # deleted while we listed
+        except CorruptState as e:
+            print(f"runv: warning: {e}; skipped", file=sys.stderr)
     if args.quiet:
         for s in states:
             print(s["id"])

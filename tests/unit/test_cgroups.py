@@ -122,3 +122,106 @@ def test_a_page_size_the_host_lacks_is_refused_without_hugetlb_mounted():
         cgroups.check({"hugepageLimits": [{"pageSize": sizes[0], "limit": 1 << 21}]})
     with pytest.raises(CgroupError, match="hugetlb.3MB"):
         cgroups.check({"hugepageLimits": [{"pageSize": "3MB", "limit": 1 << 20}]})
+# ---- untrusted input: cgroupsPath, resource values, unified keys ----
+
+@pytest.mark.parametrize("path", ["/a/../../etc", "../x", "a/../../b", "..:x:y", "/..", "/", ".", "/./",
+                                  "x\0y", "a\nb", "a" * 256, 5, ["a"], {"a": 1}, "/runv", "./"])
+def test_cgroups_path_must_name_a_cgroup_below_the_root(path):
+    with pytest.raises(CgroupError):
+        cgroup_path({"linux": {"cgroupsPath": path}}, "c")
+
+
+def test_cgroups_path_is_normalised():
+    assert cgroup_path({"linux": {"cgroupsPath": "//a/./b/"}}, "c") == "/a/b"
+    assert cgroup_path({"linux": {"cgroupsPath": ""}}, "c") == "/runv/c"
+    assert cgroup_path({"linux": None}, "c") == "/runv/c"
+    assert cgroup_path({"linux": {"cgroupsPath": "a..b/..c"}}, "c") == "/runv/a..b/..c"
+
+
+@pytest.mark.parametrize("res", [
+    "x", [], {"memory": "x"}, {"memory": {"swappiness": "x"}}, {"memory": {"limit": "1g"}},
+    {"memory": {"limit": 2**63}}, {"memory": {"limit": 1.5}}, {"memory": {"limit": True}},
+    {"memory": {"disableOOMKiller": "yes"}}, {"cpu": {"shares": -1}}, {"cpu": {"period": -5}},
+    {"cpu": {"quota": 2**63}}, {"cpu": {"cpus": "0\n1"}}, {"cpu": {"mems": 0}}, {"pids": {"limit": "x"}},
+    {"pids": {}}, {"pids": {"limit": 10**30}}, {"hugepageLimits": [{"pageSize": "2MB", "limit": -1}]},
+    {"hugepageLimits": [{"pageSize": "../2MB", "limit": 1}]}, {"hugepageLimits": [None]},
+    {"hugepageLimits": {"pageSize": "2MB"}}, {"network": {"classID": 2**32}},
+    {"network": {"priorities": [{"name": "eth0 1\nlo", "priority": 1}]}},
+    {"network": {"priorities": [{"name": "eth0", "priority": -1}]}}, {"blockIO": {"weight": 5}},
+    {"blockIO": {"weightDevice": [{"major": -1, "minor": 0, "weight": 100}]}},
+    {"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}},
+    {"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": "1m"}]}},
+    {"devices": [{"allow": "yes"}]}, {"devices": [None]}, {"devices": [{"allow": True, "major": "x"}]},
+    {"devices": [{"allow": True, "access": 7}]},
+])
+def test_malformed_resource_values_are_one_cgroup_error(res):
+    with pytest.raises(CgroupError):
+        cgroups.check(res)
+
+
+@pytest.mark.parametrize("key", ["cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "cgroup.kill",
+                                 "cgroup.freeze", "cgroup.max.depth", "../x", "memory/../../cgroup.procs",
+                                 "memory..max", "x/memory.max", "memory", ".memory.max", "memory.max\n",
+                                 "Memory.max", ""])
+def test_unified_takes_only_controller_knobs(key):
+    with pytest.raises(CgroupError):
+        cgroups.check({"unified": {key: "1"}})
+
+
+def test_unified_values_are_strings():
+    cgroups.check({"unified": {"memory.high": "max", "io.bfq.weight": "100", "hugetlb.2MB.max": "0"}})
+    for value in (5, None, ["max"], "a\0b"):
+        with pytest.raises(CgroupError):
+            cgroups.check({"unified": {"memory.high": value}})
+
+
+def test_unified_needs_an_enabled_controller(tmp_path):
+    d = knobs(tmp_path, "memory.high", "io.max", "cgroup.procs")
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    cgroups._apply_v2(d, {"unified": {"memory.high": "1000000"}})
+    assert read(d, "memory.high") == "1000000"
+    with pytest.raises(CgroupError, match="controller 'io' is not available"):
+        cgroups._apply_v2(d, {"unified": {"io.max": "8:0 rbps=1"}})
+    with pytest.raises(CgroupError):
+        cgroups._apply_v2(d, {"unified": {"cgroup.procs": "1"}})
+    assert read(d, "cgroup.procs") == ""
+
+
+def test_a_cgroup_with_processes_is_refused(tmp_path):
+    cgroups.refuse_unfit(str(tmp_path / "missing"))  # to be made: fine
+    (tmp_path / "cgroup.procs").write_text("")
+    cgroups.refuse_unfit(str(tmp_path))  # empty: fine
+    (tmp_path / "child").mkdir()
+    (tmp_path / "child" / "cgroup.procs").write_text("123\n456\n")
+    with pytest.raises(CgroupError, match=r"not empty: 2 process\(es\)"):
+        cgroups.refuse_unfit(str(tmp_path))
+
+
+def test_a_frozen_cgroup_is_refused(tmp_path):
+    (tmp_path / "freezer.state").write_text("FROZEN\n")
+    with pytest.raises(CgroupError, match="frozen"):
+        cgroups.refuse_unfit(str(tmp_path))
+
+
+def test_destroy_removes_only_what_was_made(tmp_path):
+    (tmp_path / "shared").mkdir()
+    made: list[str] = []
+    leaf = cgroups._makedirs(str(tmp_path), "shared/mine/c", False, made)
+    assert made == [str(tmp_path / "shared/mine"), leaf]
+    cgroups.Cgroup([leaf], made).destroy(wait=0)
+    assert (tmp_path / "shared").is_dir() and not (tmp_path / "shared/mine").exists()
+    # joining a cgroup that was there: nothing made, nothing removed
+    (tmp_path / "shared/joined").mkdir()
+    made = []
+    leaf = cgroups._makedirs(str(tmp_path), "shared/joined", False, made)
+    assert made == []
+    cgroups.Cgroup([leaf], made).destroy(wait=0)
+    assert (tmp_path / "shared/joined").is_dir()
+
+
+def test_a_busy_parent_is_left_without_waiting(tmp_path):
+    made: list[str] = []
+    leaf = cgroups._makedirs(str(tmp_path), "p/c", False, made)
+    (tmp_path / "p" / "other").mkdir()  # another container's cgroup under the same parent
+    cgroups.Cgroup([leaf], made).destroy(wait=30)
+    assert not os.path.exists(leaf) and (tmp_path / "p").is_dir()

@@ -487,3 +487,62 @@ def test_load_rootfs_missing_or_not_a_directory(tmp_path):
     assert load_error(bundle) == f"rootfs ({tmp_path}/rootfs) does not exist"
     (tmp_path / "rootfs").write_text("")
     assert load_error(bundle) == f"rootfs ({tmp_path}/rootfs) is not a directory"
+
+
+# strings the guest cannot take, and JSON too deep to parse
+
+@pytest.mark.parametrize("path,value,where", [
+    ("process.args", ["sh", "a\0b"], "process.args[1]"),
+    ("process.env", ["X=\ud800"], "process.env[0]"),
+    ("hostname", "h\0st", "hostname"),
+    ("mounts[0].destination", "/pr\0c", "mounts[0].destination"),
+])
+def test_load_refuses_nul_and_lone_surrogates(tmp_path, path, value, where):
+    bundle = write_bundle(tmp_path, with_change(path, value, base=default_config()))
+    assert load_error(bundle).startswith(f"config.json: {where}: a string ")
+
+
+def test_load_refuses_json_nested_too_deep(tmp_path):
+    (tmp_path / "config.json").write_text('{"annotations": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert load_error(str(tmp_path)) == "config.json: invalid JSON: nested too deeply"
+
+
+# `runv exec --process FILE`: the schema of config.json's process
+
+PROCESS = {"args": ["sh"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
+
+
+@pytest.mark.parametrize("path,value,expected", [
+    ("args", ["sh", 1], "p.json: args[1]: 1 is not of type 'string'"),
+    ("args", [], "p.json: args must not be empty"),
+    ("args", DELETE, "p.json: args must not be empty"),
+    ("cwd", DELETE, "p.json: 'cwd' is a required property"),
+    ("cwd", "tmp", "p.json: cwd 'tmp' must be an absolute path"),
+    ("user.uid", -1, "p.json: user.uid: -1 is less than the minimum of 0"),
+    ("user.gid", 2**32, "p.json: user.gid: 4294967296 is greater than the maximum of 4294967295"),
+    ("env", "X=1", "p.json: env: 'X=1' is not of type 'array'"),
+    ("terminal", "yes", "p.json: terminal: 'yes' is not of type 'boolean'"),
+    ("env", ["X=a\0b"], "p.json: env[0]: a string contains a NUL character"),
+])
+def test_exec_process_is_validated(path, value, expected):
+    with pytest.raises(SpecError) as e:
+        config.validate_process(with_change(path, value, base=PROCESS), "p.json")
+    assert str(e.value).startswith(expected)
+
+
+def test_exec_process_that_is_not_an_object():
+    for doc in ([], "sh", None, 5):
+        with pytest.raises(SpecError, match="p.json: .* is not of type 'object'"):
+            config.validate_process(doc, "p.json")
+    config.validate_process(PROCESS, "p.json")
+
+
+def test_explained_names_the_malformed_field():
+    cfg = with_change("linux.namespaces", [1], base=default_config())
+
+    def uses_namespaces(c):
+        return [ns.get("type") for ns in c["linux"]["namespaces"]]
+    with pytest.raises(SpecError, match=r"linux.namespaces\[0\]"):
+        config.explained(cfg, uses_namespaces, cfg)
+    with pytest.raises(ZeroDivisionError):  # a valid config: a bug stays a bug
+        config.explained(default_config(), lambda: 1 / 0)

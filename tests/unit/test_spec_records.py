@@ -98,3 +98,40 @@ def test_capabilities_and_rlimits():
     assert (Tag.OOM_SCORE_ADJ, struct.pack("<i", -5)) in recs
     with pytest.raises(SpecError):
         spec.rlimit_number("RLIMIT_BOGUS")
+
+
+# payloads that do not fit one frame are refused before anything is sent
+
+import pytest  # noqa: E402
+
+from runv.agent.protocol import MAX_PAYLOAD  # noqa: E402
+from runv.default_spec import default_config  # noqa: E402
+from runv.errors import SpecError  # noqa: E402
+
+
+def test_exec_payload_over_the_frame_limit():
+    process = {"args": ["sh"], "cwd": "/", "env": ["X=" + "x" * MAX_PAYLOAD]}
+    with pytest.raises(SpecError, match=f"over the limit of {MAX_PAYLOAD}"):
+        spec.exec_payload(process)
+    process = {"args": ["a"] * (MAX_PAYLOAD // 8), "cwd": "/"}  # many small ones add up
+    with pytest.raises(SpecError, match="the process takes"):
+        spec.exec_payload(process)
+    assert len(spec.exec_payload({"args": ["sh"], "cwd": "/"})) < 1000
+
+
+def test_create_payload_over_the_frame_limit():
+    cfg = default_config()
+    cfg["process"]["args"] = ["sh", "x" * MAX_PAYLOAD]
+    with pytest.raises(SpecError, match="the container's config takes"):
+        spec.create_payload(cfg, [], [])
+    cfg["process"]["args"] = ["sh"]
+    cfg["linux"]["maskedPaths"] = ["/p" * 100] * 400
+    with pytest.raises(SpecError, match="the container's config takes"):
+        spec.create_payload(cfg, [], [])
+
+
+def test_device_numbers_must_fit_the_record():
+    cfg = default_config()
+    cfg["linux"]["devices"] = [{"path": "/dev/x", "type": "c", "major": -1, "minor": 0}]
+    with pytest.raises(SpecError, match=r"linux.devices\[0\]"):
+        spec.create_records(cfg, [], [])
