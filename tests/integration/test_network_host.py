@@ -109,8 +109,8 @@ def test_setup_joins_eth0_to_a_tap(netns):
     # The routes out of eth0, link routes first; not the kernel's prefix routes.
     assert [str(r) for r in nic.routes if r.family == 4] == ["10.99.0.0/16 via 10.213.7.254", f"0.0.0.0/0 via {PEER_ADDR}"]
     assert all(r.prefixlen != PREFIX for r in nic.routes)
-    assert nic.device(0).args() == [
-        "-netdev", "tap,id=net0,ifname=tap0_runv,script=no,downscript=no",
+    assert nic.device(0, 7).args() == [
+        "-netdev", "tap,id=net0,fd=7",
         "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
 
     assert link_names(ct) == ["eth0", "lo", "tap0_runv"]
