@@ -330,3 +330,33 @@ def test_a_namespace_path_of_another_kind_is_refused(runv, make_bundle, path):
         config["linux"]["namespaces"].append({"type": "network", "path": path})
     line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "badns"))
     assert "not a network namespace" in line or "is not a namespace" in line, line
+
+
+def test_a_container_vm_answers_on_its_tap(netns, runv, make_bundle):
+    """A container in ct: its jailed QEMU gets the tap as an fd (no /dev/net/tun in
+    its jail, no NET_ADMIN), and the guest answers the peer's ping with eth0's address."""
+    import json
+
+    ct, peer = netns
+
+    def edit(config):
+        config["linux"]["namespaces"] = [
+            ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"] + [
+            {"type": "network", "path": f"/run/netns/{ct}"}]
+    r = runv("run", "-d", "--bundle", make_bundle(["sleep", "300"], config_edit=edit), "tap1", detached=True)
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        with open(os.path.join(runv.root, "tap1", "state.json")) as f:
+            qemu = json.load(f)["qemu_pid"]
+        ping = subprocess.run(["ip", "netns", "exec", peer, "busybox", "ping", "-c", "1", "-W", "20", CT_ADDR],
+                              capture_output=True, text=True, timeout=60)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        fds = [os.readlink(f"/proc/{qemu}/fd/{fd}") for fd in os.listdir(f"/proc/{qemu}/fd")]
+        assert "/dev/net/tun" in fds  # the shim's fd on tap0_runv
+        assert not os.path.exists(f"/proc/{qemu}/root/dev/net")
+        with open(f"/proc/{qemu}/status") as f:
+            cap_eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+        assert not cap_eff & (1 << 12)  # CAP_NET_ADMIN
+    finally:
+        runv("delete", "--force", "tap1")
+    assert link_names(ct) == ["eth0", "lo"]  # the tap went with the VM
