@@ -357,6 +357,12 @@ def test_a_container_vm_answers_on_its_tap(netns, runv, make_bundle):
         with open(f"/proc/{qemu}/status") as f:
             cap_eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
         assert not cap_eff & (1 << 12)  # CAP_NET_ADMIN
+        runv("kill", "tap1", "KILL", check=True)
+        deadline = time.monotonic() + 60
+        while runv.state("tap1")["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        runv("delete", "tap1", check=True)
     finally:
         runv("delete", "--force", "tap1")
     assert link_names(ct) == ["eth0", "lo"]  # the tap went with the VM
