@@ -96,7 +96,7 @@ class Jail:
             _limit_resources()
             _drop_privileges(self.last_cap)
         except OSError as e:
-            os.write(2, f"runv: cannot jail qemu: {e}\n".encode())
+            os.write(2, f"cannot jail qemu: {e}\n".encode())
             raise
 
 
@@ -173,7 +173,10 @@ def _libraries(exe: str) -> list[str]:
     interp = _interpreter(exe)
     if not interp:
         return []  # a static binary
-    out = subprocess.run([interp, "--list", exe], capture_output=True, text=True, check=True).stdout
+    r = subprocess.run([interp, "--list", exe], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise OSError(f"{interp} --list {exe}: {r.stderr.strip() or f'exit status {r.returncode}'}")
+    out = r.stdout
     libs = [interp]
     for line in out.splitlines():
         line = line.strip()
@@ -194,7 +197,7 @@ def _interpreter(exe: str) -> str:
     with open(exe, "rb") as f:
         head = f.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-            raise OSError(f"{exe}: not a 64-bit little-endian ELF file")
+            raise OSError(f"{exe} is not an ELF executable (QEMU runs jailed, where a script has no interpreter)")
         phoff, = struct.unpack_from("<Q", head, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
         for i in range(phnum):

@@ -95,7 +95,10 @@ def launch(machine: Machine, port_name: str, state_dir: str,
             s.close()
         logs.start()
         logs.join(2.0)
-        reason = getattr(e, "strerror", None) or _last_line(log_path) or str(e)
+        if isinstance(e, OSError):
+            reason = e.strerror or str(e)
+        else:  # the jail's setup failed in the child, and said why on its stderr
+            reason = _last_line(log_path) or "its jail could not be set up"
         raise QemuError(f"cannot start {machine.qemu}: {reason}") from None
     os.close(log_w)
     for s in ours:
