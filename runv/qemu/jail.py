@@ -173,7 +173,7 @@ def _libraries(exe: str) -> list[str]:
     interp = _interpreter(exe)
     if not interp:
         return []  # a static binary
-    r = subprocess.run([interp, "--list", exe], capture_output=True, text=True)
+    r = subprocess.run([interp, "--list", exe], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise OSError(f"{interp} --list {exe}: {r.stderr.strip() or f'exit status {r.returncode}'}")
     out = r.stdout

@@ -190,3 +190,20 @@ def test_a_guest_printing_forever_fills_no_disk(runv, make_bundle):
         assert open(console, errors="replace").read().startswith("[runv: earlier output dropped]")
     finally:
         runv("delete", "--force", "jail3")
+
+
+def test_the_kept_capabilities_keep_ownership_and_modes(runv, make_bundle):
+    """What each capability QEMU keeps is for, done by the container's root over
+    9p and seen on the host: chown (CHOWN), chmod of another uid's directory
+    with its setgid bit (FOWNER, FSETID), writing a mode-000 file (DAC_OVERRIDE)."""
+    script = ("mkdir /d && chown 1000:1000 /d && chmod 2775 /d && "
+              "touch /f && chmod 000 /f && echo written > /f && echo ok > /ok")
+    bundle = make_bundle(["sh", "-c", script], config_edit=privileged)
+    r = runv("run", "--bundle", bundle, "jail4")
+    rootfs = os.path.join(bundle, "rootfs")
+    assert r.returncode == 0, r.stderr.decode()
+    st = os.stat(os.path.join(rootfs, "d"))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1000, 0o2775)
+    with open(os.path.join(rootfs, "f")) as f:
+        assert f.read() == "written\n"
+    assert os.path.exists(os.path.join(rootfs, "ok"))
