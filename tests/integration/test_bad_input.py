@@ -105,7 +105,7 @@ def test_qemu_that_is_a_script(runv, make_bundle, tmp_path):
     fake = tmp_path / "qemu"
     fake.write_text("#!/bin/sh\nexec qemu-system-x86_64 \"$@\"\n")
     fake.chmod(0o755)
-    runv.env["RUNV_QEMU"] = str(fake)
+    runv.env.update(RUNV_QEMU=str(fake), RUNV_TEMPLATES="0")
     line = one_line_error(runv("run", "--bundle", make_bundle(["true"]), "q"))
     assert "not an ELF executable" in line, line
     assert_clean(runv)
