@@ -11,8 +11,9 @@ bound on the host:
   limit;
 - pids: QEMU's threads and the shim count; the limit is kept to at least
   MIN_PIDS so that a small container limit cannot starve QEMU of threads;
-- devices: the container's rules, in order, then the few devices the VM itself
-  needs (KVM, tun, vhost, the pty of a console, /dev/null and friends);
+- devices (v1): only the few devices the shim and QEMU open (VM_DEVICES). The
+  container's own rules are not for this cgroup: its processes live in the
+  guest, and so do the devices it names;
 - cpu, cpuset, blkio, hugetlb, net_cls and net_prio as given.
 
 A relative cgroupsPath lives under /runv, an absolute one is taken as given
@@ -40,11 +41,11 @@ VM_OVERHEAD = 256 * 2**20  # QEMU's own memory plus the guest kernel's
 MIN_PIDS = 64  # the shim and QEMU's threads (vCPUs, I/O workers) must fit
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "hugetlb", "net_cls",
                   "net_prio", "freezer", "devices")
-# What QEMU and the shim open on the host: the memory devices, the tty and
-# pty of a console, tun for the NICs, KVM and vhost.
-VM_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
-              "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm", "c 10:232 rwm", "c 10:238 rwm",
-              "c 10:241 rwm"]
+# What the shim, its hooks and QEMU open on the host. QEMU, in its jail
+# (runv.qemu.jail), sees only null, zero, urandom and kvm; the shim opens null,
+# the tty and a console's pty, tun for the taps; hooks get null and random.
+VM_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
+              "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm", "c 10:232 rwm"]
 
 
 @dataclass
@@ -271,8 +272,8 @@ def _apply(d: str, controllers: set[str], res: dict[str, Any]) -> None:
         limit = (res.get("pids") or {}).get("limit")
         if limit:
             _write(d, "pids.max", max(limit, MIN_PIDS) if limit > 0 else "max")
-    if "devices" in controllers and res.get("devices"):
-        _devices_v1(d, res["devices"])
+    if "devices" in controllers:
+        _devices_v1(d)
     if "blkio" in controllers:
         _blkio_v1(d, res.get("blockIO") or {})
     if "hugetlb" in controllers:
@@ -355,11 +356,9 @@ def device_rule(rule: dict[str, Any]) -> str:
     return f"{kind} {num(rule.get('major'))}:{num(rule.get('minor'))} {rule.get('access') or 'rwm'}"
 
 
-def _devices_v1(d: str, rules: list[dict[str, Any]]) -> None:
-    """Deny all, the container's rules in their order, then what the VM needs."""
+def _devices_v1(d: str) -> None:
+    """Deny all, then what the VM needs."""
     _write(d, "devices.deny", "a", required=True)
-    for rule in rules:
-        _write(d, "devices.allow" if rule.get("allow") else "devices.deny", device_rule(rule), required=True)
     for line in VM_DEVICES:
         _write(d, "devices.allow", line, required=True)
 

@@ -27,8 +27,9 @@ refuses it (two VMs cannot share one NIC, so containers cannot share a network
 namespace). So does the host's namespace (`--network host`): handing the
 host's NICs to a VM would take the host off its own network.
 
-QEMU opens the tap with `-netdev tap,ifname=tapN_runv,script=no,downscript=no`
-and `-device virtio-net-device,mac=<veth mac>` (`Nic.device()`).
+The shim opens each tap (`open_tap`) and hands the fd to QEMU, `-netdev tap,fd=N`
+and `-device virtio-net-device,mac=<veth mac>` (`Nic.device()`): QEMU, in its
+jail, has neither /dev/net/tun nor NET_ADMIN.
 
 pyroute2 is imported inside the functions: it costs ~0.4 s, and the light
 commands (`state`, `kill`, ...) must not pay for it.
@@ -51,6 +52,7 @@ TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 
 ETH_P_ALL = 0x0003
 ARPHRD_ETHER = 1
@@ -104,11 +106,11 @@ class Nic:
     # kernel makes by itself for an address (the prefix route, IPv6 link-local).
     routes: list[Route] = field(default_factory=list)
 
-    def device(self, index: int):
-        """QEMU's device for this NIC (runv.qemu.cmdline.Tap)."""
+    def device(self, index: int, fd: int):
+        """QEMU's device for this NIC (runv.qemu.cmdline.Tap), on the tap's open fd."""
         from runv.qemu.cmdline import Tap
 
-        return Tap(ifname=self.tap, mac=self.mac, index=index)
+        return Tap(ifname=self.tap, mac=self.mac, index=index, fd=fd)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +127,19 @@ def _make_tap(name: str) -> None:
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
     finally:
         os.close(fd)
+
+
+def open_tap(name: str) -> int:
+    """An fd on the tap, for QEMU (`-netdev tap,fd=N`), with the virtio-net
+    header QEMU asks for when it opens a tap itself."""
+    ifr = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
+    except OSError as e:
+        os.close(fd)
+        raise NetworkError(f"cannot open tap {name}: {e.strerror}") from None
+    return fd
 
 
 # ---------------------------------------------------------------- reading the namespace

@@ -627,17 +627,22 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
     hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
     hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
     nics = _join_network(state, fresh_netns)
-    root_ro = bool((config.get("root") or {}).get("readonly"))
-    machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
-                      memory_mb=size.memory_mb, cpus=size.cpus,
-                      devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares,
-                               *(nic.device(i) for i, nic in enumerate(nics))])
-    log.debug(f"qemu: {' '.join(machine.argv())}")
+    taps: list[int] = []
     try:
+        taps = _open_taps(nics)
+        root_ro = bool((config.get("root") or {}).get("readonly"))
+        machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
+                          memory_mb=size.memory_mb, cpus=size.cpus,
+                          devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares,
+                                   *(nic.device(i, fd) for i, (nic, fd) in enumerate(zip(nics, taps)))])
+        log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
     except BaseException:
         _leave_network(nics)
         raise
+    finally:
+        for fd in taps:  # QEMU holds its own
+            os.close(fd)
     state.qemu_pid = vm.pid
     sd.write(state)
     try:
@@ -700,6 +705,23 @@ def _join_network(state: State, fresh_netns: bool) -> list[Any]:
     from runv import network
 
     return network.setup()
+
+
+def _open_taps(nics: list[Any]) -> list[int]:
+    """An fd on each NIC's tap, for QEMU."""
+    if not nics:
+        return []
+    from runv import network
+
+    fds: list[int] = []
+    try:
+        for nic in nics:
+            fds.append(network.open_tap(nic.tap))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def _leave_network(nics: list[Any]) -> None:

@@ -1,6 +1,7 @@
 """The few Linux calls Python 3.11's standard library lacks, through cffi (ABI mode)."""
 from __future__ import annotations
 
+import errno
 import os
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
@@ -10,7 +11,31 @@ NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIP
                    "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP, "network": CLONE_NEWNET}
 NS_GET_NSTYPE = 0xB703
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <sys/mount.h>
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+# <linux/mount.h>: mount_setattr(2)
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _lib = None
 
@@ -57,5 +82,46 @@ def setns(path: str, nstype: int) -> None:
         os.close(fd)
 
 
-def prctl(option: int, arg: int) -> None:
-    _check(_libc()[1].prctl(option, arg, 0, 0, 0), "prctl")
+def prctl(option: int, arg: int, arg3: int = 0) -> None:
+    _check(_libc()[1].prctl(option, arg, arg3, 0, 0), "prctl")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    ffi, lib = _libc()
+
+    def c(s: str | None):
+        return s.encode() if s is not None else ffi.NULL
+
+    _check(lib.mount(c(source), target.encode(), c(fstype), flags, c(data)), f"mount {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc()[1].umount2(target.encode(), flags), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc()[1].pivot_root(new_root.encode(), put_old.encode()), f"pivot_root {new_root}")
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool) -> None:
+    """Set mount attributes on `path` (and, if `recursive`, every mount below it).
+    ENOSYS on a kernel before 5.12 or a C library before 2.36."""
+    ffi, lib = _libc()
+    try:
+        fn = lib.mount_setattr
+    except AttributeError:
+        raise OSError(errno.ENOSYS, "mount_setattr: not in this C library") from None
+    attr = ffi.new("struct mount_attr *", {"attr_set": attr_set})
+    _check(fn(AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0, attr,
+              ffi.sizeof("struct mount_attr")), f"mount_setattr {path}")
+
+
+def clear_inheritable_capabilities() -> None:
+    """Inheritable to none, effective and permitted as they are."""
+    ffi, lib = _libc()
+    header = ffi.new("struct cap_header *", {"version": _LINUX_CAPABILITY_VERSION_3, "pid": 0})
+    data = ffi.new("struct cap_data[2]")
+    _check(lib.capget(header, data), "capget")
+    for d in data:
+        d.inheritable = 0
+    _check(lib.capset(header, data), "capset")

@@ -43,22 +43,27 @@ class Qmp:
 
 @dataclass(frozen=True)
 class Console:
-    """The guest's serial console, appended to a log file."""
-    path: str
+    """The guest's serial console: appended to a log file, or written to a
+    socket already connected (an inherited fd, read by the shim)."""
+    path: str = ""
+    fd: int | None = None
 
     def args(self) -> list[str]:
-        return ["-chardev", f"file,id=con,path={self.path}", "-serial", "chardev:con"]
+        backend = f"socket,id=con,fd={self.fd}" if self.fd is not None else f"file,id=con,path={self.path}"
+        return ["-chardev", backend, "-serial", "chardev:con"]
 
 
 @dataclass(frozen=True)
 class Tap:
+    """A tap the shim opened (an inherited fd): QEMU needs neither /dev/net/tun nor NET_ADMIN."""
     ifname: str
     mac: str
     index: int
+    fd: int
 
     def args(self) -> list[str]:
         nid = f"net{self.index}"
-        return ["-netdev", f"tap,id={nid},ifname={self.ifname},script=no,downscript=no",
+        return ["-netdev", f"tap,id={nid},fd={self.fd}",
                 "-device", f"virtio-net-device,netdev={nid},mac={self.mac}"]
 
 

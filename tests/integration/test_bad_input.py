@@ -91,12 +91,24 @@ def test_duplicate_id_and_wrong_states(runv, make_bundle):
 
 
 def test_qemu_that_fails_to_start(runv, make_bundle, tmp_path):
-    fake = tmp_path / "qemu"
-    fake.write_text("#!/bin/sh\necho 'qemu: could not load kernel' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    runv.env["RUNV_QEMU"] = str(fake)
+    """QEMU's own complaint (here about a kernel it cannot load) is the error line."""
+    bogus = tmp_path / "vmlinux"
+    bogus.write_bytes(b"not a kernel\n" * 100)
+    runv.env.update(RUNV_KERNEL=str(bogus), RUNV_TEMPLATES="0", RUNV_ACCEL="tcg")
     line = one_line_error(runv("run", "--bundle", make_bundle(["true"]), "q"))
-    assert "could not load kernel" in line
+    assert "qemu" in line and "kernel" in line, line
+    assert_clean(runv)
+
+
+def test_qemu_that_is_a_script(runv, make_bundle, tmp_path):
+    """QEMU runs jailed, with its libraries and nothing else: a wrapper script
+    (whose interpreter the jail lacks) is refused in one line."""
+    fake = tmp_path / "qemu"
+    fake.write_text("#!/bin/sh\nexec qemu-system-x86_64 \"$@\"\n")
+    fake.chmod(0o755)
+    runv.env.update(RUNV_QEMU=str(fake), RUNV_TEMPLATES="0")
+    line = one_line_error(runv("run", "--bundle", make_bundle(["true"]), "q"))
+    assert "not an ELF executable" in line, line
     assert_clean(runv)
 
 

@@ -109,8 +109,8 @@ def test_setup_joins_eth0_to_a_tap(netns):
     # The routes out of eth0, link routes first; not the kernel's prefix routes.
     assert [str(r) for r in nic.routes if r.family == 4] == ["10.99.0.0/16 via 10.213.7.254", f"0.0.0.0/0 via {PEER_ADDR}"]
     assert all(r.prefixlen != PREFIX for r in nic.routes)
-    assert nic.device(0).args() == [
-        "-netdev", "tap,id=net0,ifname=tap0_runv,script=no,downscript=no",
+    assert nic.device(0, 7).args() == [
+        "-netdev", "tap,id=net0,fd=7",
         "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
 
     assert link_names(ct) == ["eth0", "lo", "tap0_runv"]
@@ -330,3 +330,39 @@ def test_a_namespace_path_of_another_kind_is_refused(runv, make_bundle, path):
         config["linux"]["namespaces"].append({"type": "network", "path": path})
     line = one_line_error(runv("run", "--bundle", make_bundle(["true"], config_edit=edit), "badns"))
     assert "not a network namespace" in line or "is not a namespace" in line, line
+
+
+def test_a_container_vm_answers_on_its_tap(netns, runv, make_bundle):
+    """A container in ct: its jailed QEMU gets the tap as an fd (no /dev/net/tun in
+    its jail, no NET_ADMIN), and the guest answers the peer's ping with eth0's address."""
+    import json
+
+    ct, peer = netns
+
+    def edit(config):
+        config["linux"]["namespaces"] = [
+            ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"] + [
+            {"type": "network", "path": f"/run/netns/{ct}"}]
+    r = runv("run", "-d", "--bundle", make_bundle(["sleep", "300"], config_edit=edit), "tap1", detached=True)
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        with open(os.path.join(runv.root, "tap1", "state.json")) as f:
+            qemu = json.load(f)["qemu_pid"]
+        ping = subprocess.run(["ip", "netns", "exec", peer, "busybox", "ping", "-c", "1", "-W", "20", CT_ADDR],
+                              capture_output=True, text=True, timeout=60)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        fds = [os.readlink(f"/proc/{qemu}/fd/{fd}") for fd in os.listdir(f"/proc/{qemu}/fd")]
+        assert "/dev/net/tun" in fds  # the shim's fd on tap0_runv
+        assert not os.path.exists(f"/proc/{qemu}/root/dev/net")
+        with open(f"/proc/{qemu}/status") as f:
+            cap_eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+        assert not cap_eff & (1 << 12)  # CAP_NET_ADMIN
+        runv("kill", "tap1", "KILL", check=True)
+        deadline = time.monotonic() + 60
+        while runv.state("tap1")["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        runv("delete", "tap1", check=True)
+    finally:
+        runv("delete", "--force", "tap1")
+    assert link_names(ct) == ["eth0", "lo"]  # the tap went with the VM

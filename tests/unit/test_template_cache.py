@@ -57,7 +57,7 @@ def test_key_changes_with_the_kernel_file(files):
 
 def test_only_shares_are_templated(files, cache):
     assert template.supported(machine(files, Share("rootfs", "/x"), Share("b0", "/y")))
-    with_nic = machine(files, Share("rootfs", "/x"), Tap("t0", "02:00:00:00:00:01", 0))
+    with_nic = machine(files, Share("rootfs", "/x"), Tap("t0", "02:00:00:00:00:01", 0, 9))
     assert not template.supported(with_nic)
     assert template.ensure(with_nic) is None
     assert not os.path.exists(cache)
