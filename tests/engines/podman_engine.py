@@ -24,6 +24,7 @@ Nothing here needs pytest; `conftest.py` wraps it in fixtures.
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shlex
@@ -44,6 +45,7 @@ LABEL = daemons.LABEL
 BRIDGE = "podman0"                        # the default network's bridge
 NETNS_DIR = "/run/netns"
 NETAVARK_RUN_DIR = "/run/containers/networks"
+CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_PARENT = "libpod_parent"           # cgroupfs: containers under libpod_parent/libpod-<id>
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 PID_MAX = "/proc/sys/kernel/pid_max"
@@ -67,7 +69,7 @@ def netns_files() -> set[str]:
 
 
 def cgroup_parents() -> list[str]:
-    base = "/sys/fs/cgroup"
+    base = CGROUP_ROOT
     dirs = [os.path.join(base, CGROUP_PARENT)]
     dirs += [os.path.join(base, h, CGROUP_PARENT) for h in sorted(os.listdir(base))]
     return [d for d in dirs if os.path.isdir(d)]
@@ -113,12 +115,13 @@ class HostBefore:
     ip_forward: str
     rules: set[tuple[str, str, str]]
     cgroup_parents: list[str]
+    cgroup_root: set[str]
     netavark_run_dir: bool
 
     @classmethod
     def now(cls) -> "HostBefore":
         return cls(netns_files(), _read(IP_FORWARD), set(netavark_rules()), cgroup_parents(),
-                   os.path.isdir(NETAVARK_RUN_DIR))
+                   set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR))
 
 
 # ---------------------------------------------------------------- a private Podman
@@ -326,6 +329,8 @@ class Podman:
         stragglers = [p.pid for p in self.our_processes()]
         forced += [f"process left running: {pid}" for pid in stragglers]
         daemons.kill_trees(stragglers)
+        for pid in stragglers:
+            daemons._wait_gone(pid, 5)
         before = self.before or HostBefore.now()
         for n in sorted(netns_files() - before.netns):
             forced.append(f"network namespace file left: {NETNS_DIR}/{n}")
@@ -348,6 +353,13 @@ class Podman:
                     if os.path.isdir(os.path.join(parent, child)):
                         _rmdir(os.path.join(parent, child))
                 _rmdir(parent)
+        # With cgroup v1, podman puts conmon in libpod_parent/conmon of every
+        # controller the kernel has, mounted or not: for one that is not (hugetlb
+        # here), it makes plain directories in the tmpfs at /sys/fs/cgroup.
+        for name in sorted(set(os.listdir(CGROUP_ROOT)) - before.cgroup_root):
+            path = os.path.join(CGROUP_ROOT, name)
+            if not os.path.ismount(path):
+                shutil.rmtree(path, ignore_errors=True)
         if not before.netavark_run_dir:
             shutil.rmtree(NETAVARK_RUN_DIR, ignore_errors=True)
             _rmdir(os.path.dirname(NETAVARK_RUN_DIR))  # /run/containers, if that is all it held
@@ -368,8 +380,16 @@ class Podman:
                 subprocess.run([cmd, "-w", "-t", table, "-X", _chain_of(rule)], capture_output=True)
 
 
-def _rmdir(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+def _rmdir(path: str, timeout: float = 5) -> None:
+    """rmdir; a cgroup is busy for a moment after its last process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)

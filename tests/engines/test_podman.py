@@ -48,7 +48,7 @@ def wait_exited(podman, cid: str, timeout: float = 30) -> int:
 # ---------------------------------------------------------------- podman run
 
 def test_run_echo(podman):
-    r = podman.run("--rm", IMAGE, "echo", "hi")
+    r = podman("--runtime", podman.runtime_name, "run", "--rm", IMAGE, "echo", "hi")
     assert (r.returncode, r.stdout) == (0, "hi\n"), r.stderr
 
 
@@ -64,6 +64,14 @@ def test_exit_code_and_separate_streams(podman):
     assert r.returncode == 7, r.stderr
     assert r.stdout == "out\n"
     assert "err\n" in r.stderr and "out" not in r.stderr
+
+
+def test_command_not_found_or_not_executable(podman):
+    """The exit codes podman gives with runc: 127 and 126."""
+    r = podman.run("--rm", IMAGE, "/nonexistent")
+    assert r.returncode == 127, r.stderr
+    r = podman.run("--rm", IMAGE, "/etc/passwd")
+    assert r.returncode == 126, r.stderr
 
 
 @pytest.mark.skipif(RUNTIME != "runv", reason="runc cannot raise these limits here (see podman_engine.py)")
@@ -166,6 +174,24 @@ def test_stop_sends_term(podman):
     assert r.returncode == 0, r.stderr
     assert wait_exited(podman, cid) == 3
     assert "got-term" in podman("logs", cid).stdout
+
+
+def test_pause_unpause(podman):
+    cid = podman.run_d(IMAGE, "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done")
+    wait_logs(podman, cid, "3\n")
+    assert podman("pause", cid).returncode == 0
+    assert podman.inspect(cid, "{{.State.Status}}") == "paused"
+    time.sleep(0.5)  # let what was on its way land
+    before = podman("logs", cid).stdout
+    time.sleep(2)
+    assert podman("logs", cid).stdout == before, "the container kept running while paused"
+
+    assert podman("unpause", cid).returncode == 0
+    assert podman.inspect(cid, "{{.State.Status}}") == "running"
+    deadline = time.monotonic() + 30
+    while podman("logs", cid).stdout == before:
+        assert time.monotonic() < deadline, "the container did not go on after unpause"
+        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- network
