@@ -203,6 +203,8 @@ def podman_engine(runv_bin, tmp_path_factory):
         forced = p.stop()
     assert leaked == [], f"Podman or runv left these behind after every container was removed: {leaked}"
     assert forced == [], f"removing the Podman store left these behind: {forced}"
+    changes = pe.HostBefore.now().changes_since(p.before)
+    assert changes == [], f"the host's shared Podman state was not given back: {changes}"
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ cleanup` when it exits. So a private Podman is a set of paths:
 
 Some state is the host's whatever Podman is told, because it is shared by
 design between every rootful Podman on the machine: the network namespace
-files (/run/netns/netns-*), the default network's bridge `podman0`, netavark's
-IPAM database (/run/containers/networks), netavark's iptables chains, the
-`libpod_parent` cgroup and `net.ipv4.ip_forward`. `Podman.start` notes how the
-host had them and refuses to share them with another Podman that has
-containers running; `Podman.stop` gives back what Podman leaves by design (the
-generic NETAVARK chains, the cgroup parent, ip_forward); `leftovers` reports
-what Podman or runv should have removed with the containers and did not.
+files (/run/netns/netns-*, and /run/netns bind-mounted on itself), the default
+network's bridge `podman0`, netavark's IPAM database (/run/containers/networks),
+netavark's iptables chains, `net.ipv4.ip_forward`, and the `libpod_parent`
+cgroup (with plain directories in /sys/fs/cgroup for v1 controllers that are
+not mounted). `Podman.start` notes how the host had them and refuses to share
+them with another Podman that has containers running; `leftovers` reports what
+Podman or runv should have removed with the containers and did not;
+`Podman.stop` gives back what Podman keeps by design (the generic NETAVARK
+chains, the cgroup parent, ip_forward, the /run/netns mount).
 
 Nothing here needs pytest; `conftest.py` wraps it in fixtures.
 """
@@ -103,6 +105,13 @@ def _generic(table: str, rule: str) -> bool:
         chain in ("NETAVARK-HOSTPORT-MASQ", "NETAVARK-HOSTPORT-SETMARK")
 
 
+def _mounted(path: str) -> bool:
+    """Whether path is a mount point (os.path.ismount misses a bind mount of a
+    directory on itself, the same file system on both sides)."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -112,6 +121,7 @@ def _read(path: str) -> str:
 class HostBefore:
     """The host's shared Podman state when the tests began."""
     netns: set[str]
+    netns_dir_mounted: bool
     ip_forward: str
     rules: set[tuple[str, str, str]]
     cgroup_parents: list[str]
@@ -120,8 +130,22 @@ class HostBefore:
 
     @classmethod
     def now(cls) -> "HostBefore":
-        return cls(netns_files(), _read(IP_FORWARD), set(netavark_rules()), cgroup_parents(),
-                   set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR))
+        return cls(netns_files(), _mounted(NETNS_DIR), _read(IP_FORWARD), set(netavark_rules()),
+                   cgroup_parents(), set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR))
+
+
+    def changes_since(self, before: "HostBefore") -> list[str]:
+        """How this state differs from `before`. A controller mounted at
+        /sys/fs/cgroup meanwhile (by `runv --mount-cgroups`, say) is not Podman's."""
+        changes = [f"{name}: {getattr(before, name)!r} -> {getattr(self, name)!r}"
+                   for name in ("netns", "netns_dir_mounted", "ip_forward", "rules",
+                                "cgroup_parents", "netavark_run_dir")
+                   if getattr(self, name) != getattr(before, name)]
+        made = [n for n in sorted(self.cgroup_root - before.cgroup_root)
+                if not _mounted(os.path.join(CGROUP_ROOT, n))]
+        if made:
+            changes.append(f"made in {CGROUP_ROOT}: {made}")
+        return changes
 
 
 # ---------------------------------------------------------------- a private Podman
@@ -339,6 +363,10 @@ class Podman:
                 os.unlink(os.path.join(NETNS_DIR, n))
             except OSError:
                 pass
+        # Podman, like `ip netns add`, bind-mounts /run/netns on itself (shared)
+        # before its first namespace file. Not lazily: it stays while in use.
+        if not before.netns_dir_mounted and _mounted(NETNS_DIR) and not os.listdir(NETNS_DIR):
+            subprocess.run(["umount", NETNS_DIR], capture_output=True)
         overlay_home = os.path.join(self.root, "overlay")
         for point in self.store_mounts():
             if point != overlay_home:
@@ -358,7 +386,7 @@ class Podman:
         # here), it makes plain directories in the tmpfs at /sys/fs/cgroup.
         for name in sorted(set(os.listdir(CGROUP_ROOT)) - before.cgroup_root):
             path = os.path.join(CGROUP_ROOT, name)
-            if not os.path.ismount(path):
+            if not _mounted(path):
                 shutil.rmtree(path, ignore_errors=True)
         if not before.netavark_run_dir:
             shutil.rmtree(NETAVARK_RUN_DIR, ignore_errors=True)
