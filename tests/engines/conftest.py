@@ -197,8 +197,8 @@ def podman_engine(runv_bin, tmp_path_factory):
     yield p
 
     try:
-        SEEN_IDS.extend(p.remove_containers())
-        leaked = p.leftovers(SEEN_IDS)
+        p.remove_containers()
+        leaked = p.leftovers(p.seen)
     finally:
         forced = p.stop()
     assert leaked == [], f"Podman or runv left these behind after every container was removed: {leaked}"
@@ -210,4 +210,4 @@ def podman_engine(runv_bin, tmp_path_factory):
 @pytest.fixture
 def podman(podman_engine):
     yield podman_engine
-    SEEN_IDS.extend(podman_engine.remove_containers())
+    podman_engine.remove_containers()

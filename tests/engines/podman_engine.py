@@ -157,6 +157,7 @@ class Podman:
     runtime_name: str = "runv"
     before: HostBefore | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)   # the ids of the containers the tests made
 
     @property
     def root(self) -> str:
@@ -288,6 +289,7 @@ class Podman:
     def remove_containers(self) -> list[str]:
         """Force-remove every container of this store; return their ids."""
         ids = self.container_ids()
+        self.seen.extend(ids)
         for cid in ids:
             try:
                 self("rm", "-f", "-t", "0", cid, timeout=60)
@@ -301,7 +303,7 @@ class Podman:
         """conmon and podman processes of this store (a cleanup that hangs, say)."""
         me = os.getpid()
         return [p for p in daemons.processes()
-                if p.pid != me and p.comm in ("conmon", "podman") and self.workdir in p.cmdline]
+                if p.pid != me and p.comm in ("conmon", "podman") and self.workdir + "/" in p.cmdline]
 
     def store_mounts(self) -> list[str]:
         """Mount points under the work dir, deepest first."""
@@ -320,7 +322,7 @@ class Podman:
         me = os.getpid()
         for p in daemons.processes():
             if p.pid != me and p.comm not in ("conmon", "podman") and \
-                    (self.workdir in p.cmdline or any(i in p.cmdline for i in ids)):
+                    (self.workdir + "/" in p.cmdline or any(i in p.cmdline for i in ids)):
                 found.append(f"process {p.pid} ({p.comm}): {p.cmdline[:200]}")
         found += [f"tap in the host namespace: {t}" for t in daemons.host_taps()]
         if os.path.isdir(daemons.RUNV_DEFAULT_ROOT):
