@@ -14,13 +14,14 @@ Some state is the host's whatever Podman is told, because it is shared by
 design between every rootful Podman on the machine: the network namespace
 files (/run/netns/netns-*, and /run/netns bind-mounted on itself), the default
 network's bridge `podman0`, netavark's IPAM database (/run/containers/networks),
-netavark's iptables chains, `net.ipv4.ip_forward`, and the `libpod_parent`
-cgroup (with plain directories in /sys/fs/cgroup for v1 controllers that are
-not mounted). `Podman.start` notes how the host had them and refuses to share
-them with another Podman that has containers running; `leftovers` reports what
-Podman or runv should have removed with the containers and did not;
-`Podman.stop` gives back what Podman keeps by design (the generic NETAVARK
-chains, the cgroup parent, ip_forward, the /run/netns mount).
+netavark's iptables chains, `net.ipv4.ip_forward`, the `libpod_parent` cgroup
+(with plain directories in /sys/fs/cgroup for v1 controllers that are not
+mounted), and the image blob info cache in /var/lib/containers/cache.
+`Podman.start` notes how the host had them and refuses to share them with
+another Podman that has containers running; `leftovers` reports what Podman or
+runv should have removed with the containers and did not; `Podman.stop` gives
+back what Podman keeps by design (the generic NETAVARK chains, the cgroup
+parent, ip_forward, the /run/netns mount, the cache).
 
 Nothing here needs pytest; `conftest.py` wraps it in fixtures.
 """
@@ -47,6 +48,8 @@ LABEL = daemons.LABEL
 BRIDGE = "podman0"                        # the default network's bridge
 NETNS_DIR = "/run/netns"
 NETAVARK_RUN_DIR = "/run/containers/networks"
+# containers/image keeps a blob info cache here for root (`podman import` too), whatever the store.
+IMAGE_CACHE_DIR = "/var/lib/containers"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_PARENT = "libpod_parent"           # cgroupfs: containers under libpod_parent/libpod-<id>
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -127,11 +130,13 @@ class HostBefore:
     cgroup_parents: list[str]
     cgroup_root: set[str]
     netavark_run_dir: bool
+    image_cache_dir: bool
 
     @classmethod
     def now(cls) -> "HostBefore":
         return cls(netns_files(), _mounted(NETNS_DIR), _read(IP_FORWARD), set(netavark_rules()),
-                   cgroup_parents(), set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR))
+                   cgroup_parents(), set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR),
+                   os.path.isdir(IMAGE_CACHE_DIR))
 
 
     def changes_since(self, before: "HostBefore") -> list[str]:
@@ -139,7 +144,7 @@ class HostBefore:
         /sys/fs/cgroup meanwhile (by `runv --mount-cgroups`, say) is not Podman's."""
         changes = [f"{name}: {getattr(before, name)!r} -> {getattr(self, name)!r}"
                    for name in ("netns", "netns_dir_mounted", "ip_forward", "rules",
-                                "cgroup_parents", "netavark_run_dir")
+                                "cgroup_parents", "netavark_run_dir", "image_cache_dir")
                    if getattr(self, name) != getattr(before, name)]
         made = [n for n in sorted(self.cgroup_root - before.cgroup_root)
                 if not _mounted(os.path.join(CGROUP_ROOT, n))]
@@ -393,6 +398,8 @@ class Podman:
         if not before.netavark_run_dir:
             shutil.rmtree(NETAVARK_RUN_DIR, ignore_errors=True)
             _rmdir(os.path.dirname(NETAVARK_RUN_DIR))  # /run/containers, if that is all it held
+        if not before.image_cache_dir:
+            shutil.rmtree(IMAGE_CACHE_DIR, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
         return forced
 
