@@ -371,9 +371,13 @@ class Podman:
             except OSError:
                 pass
         # Podman, like `ip netns add`, bind-mounts /run/netns on itself (shared)
-        # before its first namespace file. Not lazily: it stays while in use.
-        if not before.netns_dir_mounted and _mounted(NETNS_DIR) and not os.listdir(NETNS_DIR):
-            subprocess.run(["umount", NETNS_DIR], capture_output=True)
+        # before its first namespace file. Not lazily: it stays while in use, and
+        # it is busy for a moment after the last container (a file open in it).
+        if not before.netns_dir_mounted and os.path.isdir(NETNS_DIR) and not os.listdir(NETNS_DIR):
+            deadline = time.monotonic() + 10
+            while _mounted(NETNS_DIR) and time.monotonic() < deadline:
+                if subprocess.run(["umount", NETNS_DIR], capture_output=True).returncode != 0:
+                    time.sleep(0.2)
         overlay_home = os.path.join(self.root, "overlay")
         for point in self.store_mounts():
             if point != overlay_home:
