@@ -11,7 +11,8 @@ BIN_DIR ?= /usr/local/bin
 export RUNV_CACHE
 
 APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc libelf-dev \
-	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod
+	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod \
+	podman netavark aardvark-dns iptables
 
 .PHONY: all deps kernel initramfs venv install demo test unit fuzz conformance bench clean
 

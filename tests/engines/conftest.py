@@ -173,3 +173,41 @@ def name(request) -> str:
     n = unique(request.node.name.removeprefix("test_"))
     SEEN_IDS.append(n)
     return n
+
+
+@pytest.fixture(scope="session")
+def podman_engine(runv_bin, tmp_path_factory):
+    """A rootful Podman with a store and config of its own, runv its runtime and
+    busybox:local imported; see podman_engine.py for what it shares with the host."""
+    import podman_engine as pe
+
+    try:
+        daemons.ensure_packages(pe.PACKAGES)
+    except EngineError as e:
+        pytest.fail(str(e), pytrace=False)
+    p = pe.Podman(workdir=str(tmp_path_factory.mktemp("podman")), runtime_path=runv_bin,
+                  runtime_name=RUNTIME)
+    try:
+        p.start()
+    except BaseException as e:
+        p.stop()
+        if isinstance(e, EngineError):
+            pytest.fail(str(e), pytrace=False)
+        raise
+    yield p
+
+    try:
+        p.remove_containers()
+        leaked = p.leftovers(p.seen)
+    finally:
+        forced = p.stop()
+    assert leaked == [], f"Podman or runv left these behind after every container was removed: {leaked}"
+    assert forced == [], f"removing the Podman store left these behind: {forced}"
+    changes = pe.HostBefore.now().changes_since(p.before)
+    assert changes == [], f"the host's shared Podman state was not given back: {changes}"
+
+
+@pytest.fixture
+def podman(podman_engine):
+    yield podman_engine
+    podman_engine.remove_containers()
