@@ -79,7 +79,10 @@ void do_hello(const uint8_t *p, uint32_t len);
 
 /* ---- main.c ---- */
 extern int epfd, debug, in_agent;
-enum { KEY_PORT = 1, KEY_SIGNALFD = 2 }; /* epoll keys below 256; streams use stream << 8 | role */
+/* epoll keys: the agent's own are below 256; a process's fds use stream << 8 | role,
+ * and stream 0 is never a process's (dispatch.c), so the two cannot meet. */
+enum { KEY_PORT = 1, KEY_SIGNALFD = 2 };
+#define INIT_STREAM 1 /* the container's init; EXEC streams are above it */
 void ep_set(int fd, uint64_t key, uint32_t events, int *registered);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void power_off(const char *why);

@@ -24,6 +24,10 @@ static void do_create(uint32_t stream, const uint8_t *p, uint32_t len)
     struct spec s = {0};
     struct proc *pr;
 
+    if (stream != INIT_STREAM) {
+        err_setx(&e, EINVAL, "CREATE on stream %u: the container's init is stream %u", stream, INIT_STREAM);
+        goto fail;
+    }
     if (init_proc) {
         err_setx(&e, EEXIST, "the container has been created already");
         goto fail;
@@ -52,6 +56,10 @@ static void do_exec(uint32_t stream, const uint8_t *p, uint32_t len)
     struct spec s = {0};
     struct proc *pr = proc_find(stream), *init = init_proc;
 
+    if (stream <= INIT_STREAM) {
+        err_setx(&e, EINVAL, "EXEC on stream %u: streams 0 and %u are reserved", stream, INIT_STREAM);
+        goto fail;
+    }
     if (pr && (!pr->done || pr == init)) {
         err_setx(&e, EEXIST, "stream %u is in use", stream);
         goto fail;
@@ -120,6 +128,8 @@ void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len)
     case MSG_CREATE: do_create(stream, p, len); break;
     case MSG_EXEC: do_exec(stream, p, len); break;
     case MSG_START:
+        if (pr && pr != init_proc)
+            pr = NULL;
         if (!pr)
             err_setx(&e, ESRCH, "no container init on stream %u", stream);
         reply(stream, pr ? proc_start_init(pr, &e) : -1, &e);

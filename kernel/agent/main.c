@@ -197,7 +197,7 @@ int main(void)
                 while (read(sigfd, &si, sizeof si) > 0)
                     ;
                 proc_reap();
-            } else {
+            } else if (key >= 256) {
                 struct proc *p = proc_find(key >> 8);
                 if (p)
                     io_event(p, key & 0xff, evs[i].events);
