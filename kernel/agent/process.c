@@ -588,6 +588,9 @@ fail:
 
 /* ---- exit ---- */
 
+/* Once EXIT is sent an EXEC's process is gone from the table (its stream may be
+ * used again); the init's stays, for START and SIGNAL to answer ESRCH. Callers
+ * must not touch p after this. */
 void proc_finish(struct proc *p)
 {
     if (!p->exited || p->done || !io_drain(p))
@@ -600,6 +603,8 @@ void proc_finish(struct proc *p)
         logmsg("stream %u: pid %d exited with status %#x", p->stream, p->pid, p->status);
     if (p == init_proc)
         init_exited();
+    else
+        proc_remove(p); /* the host learnt all there is: an EXEC's slot is freed */
 }
 
 void proc_reap(void)
