@@ -136,6 +136,8 @@ int net_configure(const uint8_t *p, size_t len, struct error *e);
 
 /* ---- container.c ---- */
 int mount_shares(struct spec *s, struct error *e);
+int open_regular(const char *path, int flags);
+void make_mountpoint_file(const char *path, mode_t mode);
 int write_file(const char *path, const char *value);
 int cgroup_prepare(struct spec *s, struct error *e);
 int cgroup_enter(pid_t pid, struct error *e);

@@ -100,7 +100,8 @@ int cgroup_join(pid_t init, struct error *e)
 {
     char path[PATH_MAX + 32], line[PATH_MAX];
     snprintf(path, sizeof path, "/proc/%d/cgroup", init);
-    FILE *f = fopen(path, "re");
+    int fd = open_regular(path, O_RDONLY);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
     if (!f)
         return errno == ENOENT ? err_setx(e, ESRCH, "the container's init has exited") : err_set(e, errno, "open %s", path);
     int rc = 0;
@@ -208,9 +209,7 @@ static int mount_one(struct mountrec *m, struct error *e)
         *slash = 0;
         mkdir_p(dst, 0755);
         *slash = '/';
-        int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-        if (fd >= 0)
-            close(fd);
+        make_mountpoint_file(dst, 0644);
     } else if (mkdir_p(dst, 0755) < 0) {
         return err_set(e, errno, "mount \"%s\" on \"%s\": create the mount point", what, m->dest);
     }
@@ -266,9 +265,7 @@ static int populate_dev(struct spec *s, struct error *e)
         if (mknod(path, S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) == 0 || errno == EEXIST)
             continue;
         /* no mknod here (a bind-mounted /dev?): bind the agent's node instead */
-        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd >= 0)
-            close(fd);
+        make_mountpoint_file(path, 0666);
         snprintf(host, sizeof host, "/dev/%s", devs[i].name);
         if (mount(host, path, NULL, MS_BIND, NULL) < 0)
             return err_set(e, errno, "create /dev/%s", devs[i].name);
@@ -308,9 +305,33 @@ static int remount_ro(const char *path)
     return mount(NULL, path, NULL, flags, NULL);
 }
 
+/* Opens a regular file without ever blocking: a FIFO (which a container can put
+ * where a file is expected) fails with ENXIO instead of waiting for its other end. */
+int open_regular(const char *path, int flags)
+{
+    struct stat st;
+    int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return errno = ENXIO, -1;
+    }
+    return fd;
+}
+
+/* Creates an empty file to mount on; never opens what is there already (a FIFO,
+ * a device, a symlink): the mount covers whatever it is, or fails. */
+void make_mountpoint_file(const char *path, mode_t mode)
+{
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode);
+    if (fd >= 0)
+        close(fd);
+}
+
 int write_file(const char *path, const char *value)
 {
-    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    int fd = open_regular(path, O_WRONLY | O_TRUNC | O_NOFOLLOW);
     if (fd < 0)
         return -1;
     ssize_t n = write(fd, value, strlen(value));
@@ -346,9 +367,7 @@ static int make_devices(struct spec *s, struct error *e)
         if (errno != EPERM || type == S_IFIFO || stat(d->path, &st) < 0 ||
             (st.st_mode & S_IFMT) != type || st.st_rdev != dev)
             return err_set(e, errno, "mknod %s", d->path);
-        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-        if (fd >= 0)
-            close(fd);
+        make_mountpoint_file(path, 0644);
         if (mount(d->path, path, NULL, MS_BIND, NULL) < 0)
             return err_set(e, errno, "bind the device %s", d->path);
     }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ static struct stat init_mntns; /* processes in this mount namespace are the cont
 /* Messages on the socket between the agent and a child it is setting up. */
 enum { CH_READY = 1, CH_ERROR, CH_PID, CH_PTY, CH_START, CH_GO };
 struct chanmsg { int32_t kind, err, pid; char msg[488]; };
+#define STALL_CHECK_MS 1000 /* how often collect() looks for a stopped child */
 
 static int setup_terminal(int chan, int console, struct error *e);
 static _Noreturn void exec_process(struct spec *s, int chan);
@@ -133,12 +135,43 @@ static void child_common(int stdio[3])
             dup2(stdio[i], i);
 }
 
-/* Reads the child's messages: its pid (EXEC), its pty, until READY (CREATE) or EOF. */
-static int collect(struct proc *p, int until_ready, struct error *e)
+/* 1 if pid is stopped or traced (/proc/pid/stat's state T or t). */
+static int is_stopped(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+}
+
+/* Reads the child's messages: its pid (EXEC), its pty, until READY (CREATE) or EOF.
+ * The child (or the exec helper) is in the container's pid namespace before it
+ * execs: the container may stop or trace it there, and then it would never write
+ * again. A child found stopped before it is done is killed, and that is the error. */
+static int collect(struct proc *p, pid_t helper, int until_ready, struct error *e)
 {
     struct chanmsg m;
     int fd = -1, failed = 0;
     for (;;) {
+        struct pollfd pfd = {.fd = p->chan, .events = POLLIN};
+        if (poll(&pfd, 1, STALL_CHECK_MS) == 0) {
+            if (is_stopped(p->pid) || is_stopped(helper)) {
+                if (p->pid > 0)
+                    kill(p->pid, SIGKILL);
+                if (helper > 0)
+                    kill(helper, SIGKILL);
+                if (!failed)
+                    failed = err_setx(e, EIO, "the process was stopped or traced before it ran (by the container?)");
+            }
+            continue;
+        }
         int n = chan_recv(p->chan, &m, &fd);
         if (n <= 0)
             break;
@@ -175,7 +208,7 @@ static int apply_limits(pid_t pid, struct spec *s, struct error *e)
         char path[64], value[16], now[16] = "";
         snprintf(path, sizeof path, pid ? "/proc/%d/oom_score_adj" : "/proc/self/oom_score_adj", pid);
         snprintf(value, sizeof value, "%d\n", s->oom);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open_regular(path, O_RDONLY);
         if (fd >= 0) {
             (void)!read(fd, now, sizeof now - 1);
             close(fd);
@@ -281,7 +314,7 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
         return -1; /* the child is reaped as an unknown pid */
     }
     chan_send(p->chan, CH_GO, 0, 0, NULL, -1);
-    if (collect(p, 1, e) < 0)
+    if (collect(p, 0, 1, e) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
     if (stat(path, &init_mntns) < 0)
@@ -297,7 +330,7 @@ int proc_start_init(struct proc *p, struct error *e)
         return err_setx(e, EINVAL, "the container has been started already");
     if (p->exited || chan_send(p->chan, CH_START, 0, 0, NULL, -1) < 0)
         return err_setx(e, ESRCH, "the container's init has exited");
-    int rc = collect(p, 0, e);
+    int rc = collect(p, 0, 0, e);
     close(p->chan);
     p->chan = -1;
     return rc;
@@ -409,7 +442,7 @@ int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
     p->chan = sv[0];
     if (helper < 0)
         return err_set(e, saved, "fork");
-    int rc = collect(p, 0, e);
+    int rc = collect(p, helper, 0, e);
     close(p->chan);
     p->chan = -1;
     if (rc < 0)
@@ -429,9 +462,7 @@ static int setup_terminal(int chan, int console, struct error *e)
     if (pty_open(&master, &slave, path, sizeof path, e) < 0)
         return -1;
     if (console) {
-        int fd = open("/dev/console", O_CREAT | O_WRONLY | O_NOCTTY | O_CLOEXEC, 0600);
-        if (fd >= 0)
-            close(fd);
+        make_mountpoint_file("/dev/console", 0600);
         if (mount(path, "/dev/console", NULL, MS_BIND, NULL) < 0)
             return err_set(e, errno, "bind %s on /dev/console", path);
     }
@@ -455,7 +486,9 @@ static void ensure_home(struct spec *s)
     for (int i = 0; i < s->nenv; i++)
         if (!strncmp(s->envp[i], "HOME=", 5))
             return;
-    FILE *f = fopen("/etc/passwd", "re");
+    /* the container's own file: a FIFO there must not hold the exec (nor the agent) */
+    int fd = open_regular("/etc/passwd", O_RDONLY);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
     while (f && fgets(line, sizeof line, f)) {
         char *field[7] = {0}, *q = line;
         for (int i = 0; i < 7 && q; i++) {
