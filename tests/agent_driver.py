@@ -33,6 +33,7 @@ from runv.agent import protocol as P  # noqa: E402
 from runv.agent.protocol import Msg, Tag  # noqa: E402
 from runv.agent.spec import create_records, mount_record, process_records  # noqa: E402
 from runv.default_spec import default_config  # noqa: E402
+from runv.qemu.cmdline import host_tsc_khz  # noqa: E402
 
 
 def build(script: str) -> str:
@@ -68,6 +69,8 @@ class VM:
         self.console = os.path.join(self.dir, "console.log")
         sock = os.path.join(self.dir, "agent.sock")
         append = "console=ttyS0 reboot=t panic=-1 clocksource=jiffies" + (" runv.debug" if debug else " quiet")
+        if host_tsc_khz():  # as runv's Machine: calibrating against the emulated PIT can hang the boot
+            append += f" tsc_early_khz={host_tsc_khz()}"
         append += " " + os.environ.get("AGENT_DRIVER_APPEND", "")
         cmd = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
                "-accel", "tcg", "-cpu", "max", "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config",
