@@ -70,7 +70,10 @@ def test_fifos_in_the_image_at_create(runv, make_bundle, tmp_path):
     os.unlink(os.path.join(rootfs, "etc", "passwd"))
     for path in ("etc/passwd", "etc/motd"):
         os.mkfifo(os.path.join(rootfs, path))
-    r = runv("run", "--bundle", bundle, "fifos", timeout=TIMEOUT)
+    try:
+        r = runv("run", "--bundle", bundle, "fifos", timeout=TIMEOUT)
+    finally:
+        runv("delete", "--force", "fifos")
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout == b"home=/\nfrom the host\n", r.stdout
 
