@@ -10,7 +10,6 @@ import os
 import time
 
 import pytest
-
 from runv_testlib import one_line_error
 
 # Long enough for a busy TCG machine, far shorter than "never".
@@ -141,6 +140,7 @@ def test_stream_ids(tmp_path):
     taken twice; before, EXEC on stream 0 keyed its pipes as the agent's port
     and signalfd and the output never came."""
     from agent_driver import VM, create_payload, exec_payload, make_config, make_rootfs
+
     from runv.agent import protocol as P
     from runv.agent.protocol import Msg
 
