@@ -7,6 +7,8 @@ cannot say it (stream ids)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -77,21 +79,56 @@ def test_fifos_in_the_image_at_create(runv, make_bundle, tmp_path):
     assert r.stdout == b"home=/\nfrom the host\n", r.stdout
 
 
-def test_a_stopped_exec_does_not_hang_the_agent(runv, running):
-    # The container's init stops every process named like the agent's children
-    # (they are "init", forks of /init) while they set up an exec in its pid
-    # namespace; a long PATH keeps them there a while. Before, the agent waited
-    # on the stopped child for ever. Now it kills it and the exec fails cleanly.
-    running(["sh", "-c", "while :; do pkill -STOP -x init; done"])
-    path = ":".join(f"/nonexistent{i}" for i in range(1500)) + ":/bin"
-    caught = False
-    for _ in range(5):
-        r = runv("exec", "--env", f"PATH={path}", "box", "true", timeout=TIMEOUT)
-        if r.returncode != 0:
-            assert "stopped or traced" in one_line_error(r)
-            caught = True
-            break
-    assert caught, "the stopper never caught an exec before it ran"
+# Stops the agent's children (forks of /init, so named "init") as soon as they
+# appear in the container's pid namespace, before they exec: it learns the next
+# pid by forking, then tries to stop that pid until it exists.
+STOPPER_C = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(void)
+{
+    for (;;) {
+        pid_t child = fork();
+        if (child == 0)
+            _exit(0);
+        waitpid(child, NULL, 0);
+        pid_t next = child + 1;
+        while (kill(next, SIGSTOP) < 0 && errno == ESRCH)
+            ;
+        char path[64], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/%d/comm", next);
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            (void)!read(fd, comm, sizeof comm - 1);
+            close(fd);
+        }
+        if (strcmp(comm, "init\n"))
+            kill(next, SIGCONT); /* not the agent's */
+    }
+}
+"""
+
+
+def test_a_stopped_exec_does_not_hang_the_agent(runv, running, make_bundle, tmp_path):
+    # Before, the agent waited on the stopped child for ever: this exec hung, and
+    # every request after it. Now the agent kills the child and the exec fails
+    # cleanly.
+    cc = shutil.which("musl-gcc")
+    assert cc, "musl-gcc is missing: `make deps` installs it (the agent needs it too)"
+    src = tmp_path / "stopper.c"
+    src.write_text(STOPPER_C)
+    bundle = make_bundle(["/stopper"])
+    subprocess.run([cc, "-static", "-O2", "-o", os.path.join(bundle, "rootfs", "stopper"), str(src)], check=True)
+    r = runv("run", "-d", "--bundle", bundle, "box", detached=True, timeout=TIMEOUT)  # `running` deletes it
+    assert r.returncode == 0, r.stderr.decode()
+    r = runv("exec", "box", "true", timeout=TIMEOUT)
+    assert "stopped or traced" in one_line_error(r)
     # the agent still answers, and the container can still be killed
     assert runv("ps", "box", timeout=TIMEOUT).returncode == 0
     assert runv("kill", "box", "KILL", timeout=TIMEOUT).returncode == 0
