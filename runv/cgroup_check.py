@@ -18,7 +18,7 @@ from runv.errors import RunvError
 INT64 = (-2**63, 2**63 - 1)
 UINT64 = (0, 2**64 - 1)
 UINT32 = (0, 2**32 - 1)
-BLKIO_WEIGHT = (10, 1000)  # what blkio.weight and io.weight take (the schema says uint16)
+BLKIO_WEIGHT = (0, 1000)  # 10 to 1000 is what blkio.weight and io.weight take; 0 is "unset" (docker sends it)
 SWAPPINESS = (-1, 2**64 - 1)  # -1 and 2^64-1 mean "unset" to engines
 PAGE_SIZE = re.compile(r"[1-9][0-9]*[KMGTP]?B")
 CPU_LIST = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
@@ -96,16 +96,24 @@ def _memory(mem: dict[str, Any], where: str) -> None:
 
 
 def _block_io(blk: dict[str, Any], where: str) -> None:
+    for name in ("weight", "leafWeight"):
+        _weight(blk.get(name), f"{where}.{name}")
     for i, dev in enumerate(_array(blk.get("weightDevice"), f"{where}.weightDevice")):
         at = f"{where}.weightDevice[{i}]"
         dev = _device_numbers(dev, at)
         for name in ("weight", "leafWeight"):
-            _integer(dev.get(name), f"{at}.{name}", BLKIO_WEIGHT)
+            _weight(dev.get(name), f"{at}.{name}")
     for key in THROTTLES:
         for i, dev in enumerate(_array(blk.get(key), f"{where}.{key}")):
             at = f"{where}.{key}[{i}]"
             dev = _device_numbers(dev, at)
             _integer(dev.get("rate"), f"{at}.rate", UINT64, required=True)
+
+
+def _weight(value: Any, where: str) -> None:
+    _integer(value, where, BLKIO_WEIGHT)
+    if value and value < 10:
+        raise _bad(where, value, "is out of range (10 to 1000, or 0 for none)")
 
 
 def _device_numbers(dev: Any, where: str) -> dict[str, Any]:

@@ -227,3 +227,8 @@ def test_a_busy_parent_is_left_without_waiting(tmp_path):
     (tmp_path / "p" / "other").mkdir()  # another container's cgroup under the same parent
     cgroups.Cgroup([leaf], made).destroy(wait=30)
     assert not os.path.exists(leaf) and (tmp_path / "p").is_dir()
+
+
+def test_a_zero_blkio_weight_means_none_as_docker_sends_it():
+    cgroups.check({"blockIO": {"weight": 0, "leafWeight": 0,
+                               "weightDevice": [{"major": 8, "minor": 0, "weight": 0}]}})
