@@ -2,7 +2,7 @@
 memory image: what must be unique per VM must still differ between them after
 HELLO reseeded each kernel's random state (kernel/agent/restore.c). What stays
 shared by design (the kernel's and the agent's own layout) is documented in
-docs/templates-security.md."""
+docs/security.md (VM templates)."""
 from __future__ import annotations
 
 import os
