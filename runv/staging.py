@@ -47,18 +47,28 @@ class Bind:
     recursive: bool = False
 
 
+_private_ns: str | None = None  # the namespace private_namespace made
+
+
 def private_namespace() -> None:
-    """Move the calling process to a mount namespace of its own, a slave of the host's."""
+    """Move the calling process to a mount namespace of its own, a slave of the host's
+    (not private: unmounts on the host, of other containers' rootfs say, must reach it,
+    or it would keep them busy)."""
+    global _private_ns
     try:
         syscalls.unshare(syscalls.CLONE_NEWNS)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
     except OSError as e:
         raise RunvError(f"cannot make a mount namespace for the shares: {os.strerror(e.errno)}") from None
+    _private_ns = os.readlink("/proc/self/ns/mnt")
 
 
 def stage(base: str, root_tag: str, rootfs: str, root_readonly: bool, binds: list[Bind]) -> list[Share]:
     """Make `base` (in the state dir) and the mounts under it; the Shares to export,
-    the rootfs first. Call it in the shim's private namespace only."""
+    the rootfs first. In the namespace of private_namespace only: in the host's,
+    the mounts would be the host's, and a recursive delete would go through them."""
+    if _private_ns is None or os.readlink("/proc/self/ns/mnt") != _private_ns:
+        raise RunvError("internal error: shares staged outside the shim's own mount namespace")
     os.mkdir(base, 0o700)
     root = os.path.join(base, ROOT)
     sources = [_open(rootfs, "root path")]

@@ -139,3 +139,16 @@ def test_a_source_gone_is_one_error(host):
             return str(e)
     assert in_child(child) == f"mount source {host}/nothing: No such file or directory"
     assert staging.remove(base)
+
+
+def test_refuses_to_stage_in_the_host_namespace(host):
+    """Without private_namespace first, the mounts would land in the host's table."""
+    base = str(host / "state" / staging.DIRNAME)
+
+    def child():
+        try:
+            staging.stage(base, "rootfs", str(host / "rootfs"), False, [])
+        except Exception as e:  # noqa: BLE001
+            return str(e)
+    assert "outside the shim's own mount namespace" in in_child(child)
+    assert not os.path.exists(base)
