@@ -45,10 +45,11 @@ def test_comma_in_the_console_path_is_escaped():
         "-chardev", "file,id=con,path=/run/x,,path=/etc/passwd/console.log", "-serial", "chardev:con"]
 
 
-def test_comma_in_a_tap_name_is_escaped():
-    assert Tap("t,script=/x", "02:00:00:00:00:01", 0).args() == [
-        "-netdev", "tap,id=net0,ifname=t,,script=/x,script=no,downscript=no",
-        "-device", "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"]
+def test_a_tap_by_fd_and_its_mac_escaped():
+    """The tap is an fd: its name never reaches QEMU."""
+    assert Tap("t,script=/x", "02:00:00:00:00:01,x=y", 0, fd=7).args() == [
+        "-netdev", "tap,id=net0,fd=7",
+        "-device", "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01,,x=y"]
 
 
 def test_comma_in_a_serial_port_name_is_escaped():
