@@ -1,5 +1,5 @@
-"""Map the config's mounts onto the VM: host bind sources become 9p shares,
-the rest are mounted by the agent inside the guest."""
+"""Map the config's mounts onto the VM: host bind sources become 9p shares
+(staged by runv.staging), the rest are mounted by the agent inside the guest."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from typing import Any
 
 from runv.agent.spec import MS_RDONLY, mount_record, parse_mount_options
 from runv.errors import SpecError
-from runv.qemu.cmdline import Share
+from runv.staging import Bind
 
 SHARES_DIR = "/run/shares"  # in the guest, outside the container's root
 
@@ -16,7 +16,7 @@ SHARES_DIR = "/run/shares"  # in the guest, outside the container's root
 @dataclass
 class Plan:
     records: list[bytes] = field(default_factory=list)
-    shares: list[Share] = field(default_factory=list)
+    binds: list[Bind] = field(default_factory=list)
     guest_dirs: list[tuple[str, str]] = field(default_factory=list)  # (tag, guest dir)
 
 
@@ -31,7 +31,7 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
         source = m.get("source") or mtype
         is_bind = mtype == "bind" or "bind" in options or "rbind" in options
         if is_bind:
-            source = _share(p, i, source, bundle, options)
+            source = _share(p, i, source, bundle, options, recursive="rbind" in options)
             mtype = "bind"
         elif mtype == "cgroup":
             # The guest is cgroup v2 only: give the container its unified hierarchy.
@@ -40,8 +40,9 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
     return p
 
 
-def _share(p: Plan, index: int, source: str, bundle: str, options: list[str]) -> str:
-    """Export a bind mount's host source and return its path in the guest."""
+def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], recursive: bool) -> str:
+    """Export a bind mount's host source and return its path in the guest: the
+    share holds the source alone, under its basename (runv.staging)."""
     host = source if os.path.isabs(source) else os.path.join(bundle, source)
     if not os.path.exists(host):
         raise SpecError(f"mount source {source}: no such file or directory")
@@ -49,11 +50,7 @@ def _share(p: Plan, index: int, source: str, bundle: str, options: list[str]) ->
     tag = f"b{index}"
     guest_dir = f"{SHARES_DIR}/{tag}"
     readonly = bool(parse_mount_options(options)[0] & MS_RDONLY)
-    if os.path.isdir(host):
-        p.shares.append(Share(tag, host, readonly))
-        p.guest_dirs.append((tag, guest_dir))
-        return guest_dir
-    # A file: share its directory, bind just the file.
-    p.shares.append(Share(tag, os.path.dirname(host), readonly))
+    name = os.path.basename(host) or "_"  # "/" has none
+    p.binds.append(Bind(tag, host, name, readonly, recursive))
     p.guest_dirs.append((tag, guest_dir))
-    return f"{guest_dir}/{os.path.basename(host)}"
+    return f"{guest_dir}/{name}"

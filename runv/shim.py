@@ -600,11 +600,11 @@ def expect_ok(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
 
 def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None,
          fresh_netns: bool) -> Shim:
-    from runv import assets, hooks, mounts, resources
+    from runv import assets, hooks, mounts, resources, staging
     from runv.accel import choose
     from runv.agent.spec import create_payload
     from runv.qemu import vm as qemu_vm
-    from runv.qemu.cmdline import Machine, Share
+    from runv.qemu.cmdline import Machine
 
     from runv.config import explained, validate
 
@@ -626,15 +626,16 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
                   "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
     hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
     hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
+    # After the hooks: what they mounted in the rootfs or a source is exported too.
+    root_ro = bool((config.get("root") or {}).get("readonly"))
+    shares = staging.stage(sd.file(staging.DIRNAME), P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
     nics = _join_network(state, fresh_netns)
     taps: list[int] = []
     try:
         taps = _open_taps(nics)
-        root_ro = bool((config.get("root") or {}).get("readonly"))
         machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
                           memory_mb=size.memory_mb, cpus=size.cpus,
-                          devices=[Share(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro), *plan.shares,
-                                   *(nic.device(i, fd) for i, (nic, fd) in enumerate(zip(nics, taps)))])
+                          devices=[*shares, *(nic.device(i, fd) for i, (nic, fd) in enumerate(zip(nics, taps)))])
         log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
     except BaseException:
@@ -746,6 +747,9 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         _join_cgroup(bundle.config, state)
         sd.write(state)  # so that a failed create can find the cgroup to remove
         _host_namespaces(bundle.config)
+        from runv import staging
+
+        staging.private_namespace()  # before the shares are staged, and QEMU forked
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
             # The container's stdio is the pty; the engine reads create's own
@@ -823,10 +827,9 @@ def _is_int(v: Any) -> bool:
 
 
 # Namespaces the shim joins or makes, so that host-side views of the container match.
+# Not the mount namespace: the shim always makes its own (runv.staging) and never
+# joins one by path (it needs the host's filesystem); a path is only checked.
 HOST_NAMESPACES = ("ipc", "uts", "cgroup")
-# Namespaces the shim makes anew but never joins by path: it needs the host's
-# filesystem and pids. A path is still checked to be of the right type.
-NEW_ONLY = ("mount",)
 
 
 def _host_namespaces(config: dict[str, Any]) -> None:
@@ -839,8 +842,6 @@ def _host_namespaces(config: dict[str, Any]) -> None:
         kind = ns.get("type", "")
         if ns.get("path"):
             _check_namespace_type(ns["path"], kind)
-        if kind in NEW_ONLY and not ns.get("path"):
-            syscalls.unshare(syscalls.NAMESPACE_FLAGS[kind])
         if kind not in HOST_NAMESPACES:
             continue
         flag = syscalls.NAMESPACE_FLAGS[kind]

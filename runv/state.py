@@ -120,7 +120,13 @@ class StateDir:
     def remove(self) -> None:
         import shutil
 
-        shutil.rmtree(self.path, ignore_errors=True)
+        from runv import staging
+
+        # The shares' skeleton first, without descending: a recursive delete that
+        # met a staging mount (seen from inside a shim's namespace) would delete
+        # the host files it shows. If it is not gone, the state dir stays.
+        if staging.remove(self.file(staging.DIRNAME)):
+            shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()
 
 

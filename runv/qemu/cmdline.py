@@ -7,6 +7,13 @@ KERNEL_ARGS = "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies"
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
+def opt(value: str) -> str:
+    """A value inside a QEMU `key=value,...` option string: a comma is doubled,
+    or the rest of the value would be read as more options (`path=/x,path=/etc`).
+    -kernel, -initrd and -append take their argument as it is: never pass them here."""
+    return value.replace(",", ",,")
+
+
 @dataclass(frozen=True)
 class Share:
     """A host directory exported over virtio-9p."""
@@ -15,9 +22,12 @@ class Share:
     readonly: bool = False
 
     def args(self) -> list[str]:
+        # remap: the export may cross host mounts (a staged bind is one), whose
+        # inode numbers would collide in the guest.
         ro = ",readonly=on" if self.readonly else ""
-        return ["-fsdev", f"local,id=fs-{self.tag},path={self.path},security_model=none{ro}",
-                "-device", f"virtio-9p-device,fsdev=fs-{self.tag},mount_tag={self.tag}"]
+        fs = opt(f"fs-{self.tag}")
+        return ["-fsdev", f"local,id={fs},path={opt(self.path)},security_model=none,multidevs=remap{ro}",
+                "-device", f"virtio-9p-device,fsdev={fs},mount_tag={opt(self.tag)}"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +37,10 @@ class SerialPort:
     fd: int
 
     def args(self) -> list[str]:
-        cid = f"ch-{self.name.replace('.', '-')}"
+        cid = opt(f"ch-{self.name.replace('.', '-')}")
         return ["-device", "virtio-serial-device",
                 "-chardev", f"socket,id={cid},fd={self.fd}",
-                "-device", f"virtserialport,chardev={cid},name={self.name}"]
+                "-device", f"virtserialport,chardev={cid},name={opt(self.name)}"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class Console:
     fd: int | None = None
 
     def args(self) -> list[str]:
-        backend = f"socket,id=con,fd={self.fd}" if self.fd is not None else f"file,id=con,path={self.path}"
+        backend = f"socket,id=con,fd={self.fd}" if self.fd is not None else f"file,id=con,path={opt(self.path)}"
         return ["-chardev", backend, "-serial", "chardev:con"]
 
 
@@ -64,7 +74,7 @@ class Tap:
     def args(self) -> list[str]:
         nid = f"net{self.index}"
         return ["-netdev", f"tap,id={nid},fd={self.fd}",
-                "-device", f"virtio-net-device,netdev={nid},mac={self.mac}"]
+                "-device", f"virtio-net-device,netdev={nid},mac={opt(self.mac)}"]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Golden argv for QEMU."""
 from runv.qemu import cmdline
-from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share
+from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share, Tap
 
 
 def test_machine_argv(monkeypatch):
@@ -20,7 +20,7 @@ def test_machine_argv(monkeypatch):
         "-chardev", "socket,id=ch-runv-agent,fd=5",
         "-device", "virtserialport,chardev=ch-runv-agent,name=runv.agent",
         "-chardev", "socket,id=qmp,fd=6", "-mon", "chardev=qmp,mode=control",
-        "-fsdev", "local,id=fs-rootfs,path=/b/rootfs,security_model=none,readonly=on",
+        "-fsdev", "local,id=fs-rootfs,path=/b/rootfs,security_model=none,multidevs=remap,readonly=on",
         "-device", "virtio-9p-device,fsdev=fs-rootfs,mount_tag=rootfs",
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]
@@ -29,3 +29,37 @@ def test_machine_argv(monkeypatch):
 def test_kvm_uses_host_cpu():
     argv = Machine("q", "k", "i", accel="kvm").argv()
     assert argv[argv.index("-accel") + 1] == "kvm" and argv[argv.index("-cpu") + 1] == "host"
+
+
+def test_comma_in_a_share_path_cannot_add_options():
+    """A bundle at /tmp/b,path=/etc must export /tmp/b,path=/etc, not /etc."""
+    assert Share("rootfs", "/tmp/b,path=/etc/rootfs").args() == [
+        "-fsdev", "local,id=fs-rootfs,path=/tmp/b,,path=/etc/rootfs,security_model=none,multidevs=remap",
+        "-device", "virtio-9p-device,fsdev=fs-rootfs,mount_tag=rootfs"]
+    ro = Share("b0", "/s,readonly=off", readonly=True).args()
+    assert ro[1] == "local,id=fs-b0,path=/s,,readonly=off,security_model=none,multidevs=remap,readonly=on"
+
+
+def test_comma_in_the_console_path_is_escaped():
+    assert Console("/run/x,path=/etc/passwd/console.log").args() == [
+        "-chardev", "file,id=con,path=/run/x,,path=/etc/passwd/console.log", "-serial", "chardev:con"]
+
+
+def test_a_tap_by_fd_and_its_mac_escaped():
+    """The tap is an fd: its name never reaches QEMU."""
+    assert Tap("t,script=/x", "02:00:00:00:00:01,x=y", 0, fd=7).args() == [
+        "-netdev", "tap,id=net0,fd=7",
+        "-device", "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01,,x=y"]
+
+
+def test_comma_in_a_serial_port_name_is_escaped():
+    assert SerialPort("a,b", 5).args()[-1] == "virtserialport,chardev=ch-a,,b,name=a,,b"
+
+
+def test_kernel_initrd_and_append_are_literal(monkeypatch):
+    """QEMU reads -kernel, -initrd and -append as they are: no escaping there."""
+    monkeypatch.setattr(cmdline, "_tsc_khz", 0)
+    argv = Machine("q", "/a,b/k", "/a,b/i", kernel_args="x=1,2").argv()
+    assert argv[argv.index("-kernel") + 1] == "/a,b/k"
+    assert argv[argv.index("-initrd") + 1] == "/a,b/i"
+    assert argv[argv.index("-append") + 1] == "x=1,2"
