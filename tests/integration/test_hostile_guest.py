@@ -4,7 +4,7 @@ delete --force come back within the shim's request deadline.
 
 A guest that sends bogus frames cannot be made from here: the container cannot
 reach the agent's port (it belongs to the agent, PID 1 of the VM), and a test
-hook in the production path is not wanted. tests/unit/test_hostile_guest.py
+hook in the production path is not wanted. tests/unit/test_hostile_frames.py
 drives the shim's frame handling with such frames instead."""
 from __future__ import annotations
 
