@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "proto.h"
+#include "util.h"
 
 #define ROOTFS_DIR "/rootfs"
 
@@ -68,8 +69,6 @@ void send_ok_u32(uint32_t stream, uint32_t v);
 void send_error(uint32_t stream, const struct error *e);
 void send_ready(void);
 
-static inline uint32_t get_u32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
-static inline uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
 /* ---- dispatch.c ---- */
 void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len);
@@ -78,14 +77,7 @@ void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len);
 void do_hello(const uint8_t *p, uint32_t len);
 
 /* ---- main.c ---- */
-extern int epfd, debug, in_agent;
-/* epoll keys: the agent's own are below 256; a process's fds use stream << 8 | role,
- * and stream 0 is never a process's (dispatch.c), so the two cannot meet. */
-enum { KEY_PORT = 1, KEY_SIGNALFD = 2 };
 #define INIT_STREAM 1 /* the container's init; EXEC streams are above it */
-void ep_set(int fd, uint64_t key, uint32_t events, int *registered);
-void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void power_off(const char *why);
 void init_exited(void);
 
 /* ---- stdio.c ---- */
@@ -136,9 +128,6 @@ int net_configure(const uint8_t *p, size_t len, struct error *e);
 
 /* ---- container.c ---- */
 int mount_shares(struct spec *s, struct error *e);
-int open_regular(const char *path, int flags);
-void make_mountpoint_file(const char *path, mode_t mode);
-int write_file(const char *path, const char *value);
 int cgroup_prepare(struct spec *s, struct error *e);
 int cgroup_enter(pid_t pid, struct error *e);
 int cgroup_join(pid_t init, struct error *e);

@@ -16,21 +16,6 @@
 
 #define P9_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return errno = ENAMETOOLONG, -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(buf, mode);
-            *p = '/';
-        }
-    }
-    return mkdir(buf, mode) < 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* ---- 9p shares, mounted in the agent's namespace ---- */
 
 int mount_shares(struct spec *s, struct error *e)
@@ -303,41 +288,6 @@ static int remount_ro(const char *path)
                 flags |= map[i][1];
     }
     return mount(NULL, path, NULL, flags, NULL);
-}
-
-/* Opens a regular file without ever blocking: a FIFO (which a container can put
- * where a file is expected) fails with ENXIO instead of waiting for its other end. */
-int open_regular(const char *path, int flags)
-{
-    struct stat st;
-    int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return errno = ENXIO, -1;
-    }
-    return fd;
-}
-
-/* Creates an empty file to mount on; never opens what is there already (a FIFO,
- * a device, a symlink): the mount covers whatever it is, or fails. */
-void make_mountpoint_file(const char *path, mode_t mode)
-{
-    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode);
-    if (fd >= 0)
-        close(fd);
-}
-
-int write_file(const char *path, const char *value)
-{
-    int fd = open_regular(path, O_WRONLY | O_TRUNC | O_NOFOLLOW);
-    if (fd < 0)
-        return -1;
-    ssize_t n = write(fd, value, strlen(value));
-    int saved = errno;
-    close(fd);
-    return n < 0 ? (errno = saved, -1) : 0;
 }
 
 /* linux.devices, under ROOTFS_DIR. In a user namespace mknod is not allowed:

@@ -20,33 +20,7 @@
 
 #define SHUTDOWN_WAIT_MS 3000
 
-int epfd = -1, debug, in_agent = 1;
 static long long deadline; /* when to power off after the init's EXIT; 0 = none */
-
-void logmsg(const char *fmt, ...)
-{
-    char buf[640];
-    int n = snprintf(buf, sizeof buf, "runv-agent: ");
-    va_list ap;
-    va_start(ap, fmt);
-    n += vsnprintf(buf + n, sizeof buf - n - 1, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof buf - 2)
-        n = sizeof buf - 2;
-    buf[n++] = '\n';
-    (void)!write(2, buf, n);
-}
-
-_Noreturn void power_off(const char *why)
-{
-    if (!in_agent)
-        _exit(127);
-    if (why)
-        logmsg("%s; powering off", why);
-    sync();
-    reboot(RB_AUTOBOOT);
-    _exit(1); /* the kernel panics, and panic=-1 reboots */
-}
 
 static long long now_ms(void)
 {
@@ -56,20 +30,6 @@ static long long now_ms(void)
 }
 
 void init_exited(void) { deadline = now_ms() + SHUTDOWN_WAIT_MS; }
-
-void ep_set(int fd, uint64_t key, uint32_t events, int *registered)
-{
-    struct epoll_event ev = {.events = events, .data.u64 = key};
-    if (events && !*registered) {
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-            *registered = 1;
-    } else if (events) {
-        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
-    } else if (*registered) {
-        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &ev);
-        *registered = 0;
-    }
-}
 
 static void try_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
 {

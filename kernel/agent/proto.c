@@ -244,11 +244,6 @@ int port_read(void)
     return 1;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = v, p[1] = v >> 8, p[2] = v >> 16, p[3] = v >> 24;
-}
-
 void send_frame(uint32_t type, uint32_t stream, const void *data, size_t len)
 {
     put_u32(sbuf, type);
