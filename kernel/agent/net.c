@@ -148,54 +148,82 @@ static int find_mac(const uint8_t *mac, char *name, struct error *e)
                     mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
 }
 
-int net_configure(const uint8_t *p, size_t len, struct error *e)
-{
-    char name[IF_NAMESIZE] = "", want[IF_NAMESIZE] = "";
-    const uint8_t *mac = NULL;
-    uint32_t mtu = 0;
-    struct ifreq ifr = {0};
-    size_t off;
+/* What NETIF says about the NIC itself. */
+struct nic {
+    const uint8_t *mac; /* NULL: find it by name */
+    char want[IF_NAMESIZE]; /* the name to give it ("": keep its own) */
+    uint32_t mtu;     /* 0: keep */
+};
 
-    for (off = 0; off + 8 <= len && get_u32(p + off + 4) <= len - off - 8; off += 8 + get_u32(p + off + 4)) {
-        uint32_t tag = get_u32(p + off), rl = get_u32(p + off + 4);
+static void read_nic(const uint8_t *p, size_t len, struct nic *nic)
+{
+    struct rec_iter it = rec_iter(p, len);
+    uint32_t tag, rl;
+    const uint8_t *v;
+    memset(nic, 0, sizeof *nic);
+    while (rec_next(&it, &tag, &v, &rl) > 0) {
         if (tag == TAG_NET_MAC && rl >= 6)
-            mac = p + off + 8;
+            nic->mac = v;
         else if (tag == TAG_NET_MTU && rl >= 4)
-            mtu = get_u32(p + off + 8);
+            nic->mtu = get_u32(v);
         else if (tag == TAG_NET_NAME && rl && rl < IF_NAMESIZE)
-            memcpy(want, p + off + 8, rl);
+            memcpy(nic->want, v, rl);
     }
-    if (off != len)
-        return err_setx(e, EINVAL, "truncated NETIF record");
-    if (mac) {
-        if (find_mac(mac, name, e) < 0)
+}
+
+/* Finds the NIC, names it and sets its MTU, brings it up; its name into name. */
+static int set_link(const struct nic *nic, char *name, struct error *e)
+{
+    struct ifreq ifr = {0};
+    if (nic->mac) {
+        if (find_mac(nic->mac, name, e) < 0)
             return -1;
-    } else if (*want) {
-        memcpy(name, want, sizeof name);
+    } else if (*nic->want) {
+        memcpy(name, nic->want, IF_NAMESIZE);
     } else {
         return err_setx(e, EINVAL, "NETIF names no NIC (neither MAC nor name)");
     }
-    if (*want && strcmp(name, want)) {
+    if (*nic->want && strcmp(name, nic->want)) {
         snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-        snprintf(ifr.ifr_newname, sizeof ifr.ifr_newname, "%s", want);
+        snprintf(ifr.ifr_newname, sizeof ifr.ifr_newname, "%s", nic->want);
         if (set_up(name, 0) < 0 || if_ioctl(SIOCSIFNAME, &ifr) < 0)
-            return err_set(e, errno, "rename %s to %s", name, want);
-        memcpy(name, want, sizeof name);
+            return err_set(e, errno, "rename %s to %s", name, nic->want);
+        memcpy(name, nic->want, IF_NAMESIZE);
     }
     snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    ifr.ifr_mtu = mtu;
-    if (mtu && if_ioctl(SIOCSIFMTU, &ifr) < 0)
-        return err_set(e, errno, "set the MTU of %s to %u", name, mtu);
+    ifr.ifr_mtu = nic->mtu;
+    if (nic->mtu && if_ioctl(SIOCSIFMTU, &ifr) < 0)
+        return err_set(e, errno, "set the MTU of %s to %u", name, nic->mtu);
     if (set_up(name, 1) < 0)
         return err_set(e, errno, "bring up %s", name);
-    int index = if_nametoindex(name);
-    for (int pass = 0; pass < 2; pass++) { /* addresses, then routes */
-        for (off = 0; off < len; off += 8 + get_u32(p + off + 4)) {
-            uint32_t tag = get_u32(p + off), rl = get_u32(p + off + 4);
-            if (tag == (pass ? TAG_NET_ROUTE : TAG_NET_ADDR) &&
-                (pass ? add_route : add_addr)(index, p + off + 8, rl, e) < 0)
-                return -1;
-        }
-    }
     return 0;
+}
+
+/* The records of one kind (NET_ADDR or NET_ROUTE), through add. */
+static int add_each(int index, const uint8_t *p, size_t len, uint32_t kind,
+                    int (*add)(int, const uint8_t *, uint32_t, struct error *), struct error *e)
+{
+    struct rec_iter it = rec_iter(p, len);
+    uint32_t tag, rl;
+    const uint8_t *v;
+    while (rec_next(&it, &tag, &v, &rl) > 0)
+        if (tag == kind && add(index, v, rl, e) < 0)
+            return -1;
+    return 0;
+}
+
+int net_configure(const uint8_t *p, size_t len, struct error *e)
+{
+    struct nic nic;
+    char name[IF_NAMESIZE] = "";
+
+    if (rec_check(p, len, e) < 0)
+        return -1;
+    read_nic(p, len, &nic);
+    if (set_link(&nic, name, e) < 0)
+        return -1;
+    int index = if_nametoindex(name);
+    if (add_each(index, p, len, TAG_NET_ADDR, add_addr, e) < 0)
+        return -1;
+    return add_each(index, p, len, TAG_NET_ROUTE, add_route, e); /* after the addresses they may go through */
 }
