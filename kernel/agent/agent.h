@@ -15,20 +15,10 @@
 #include "records.h"
 #include "spec.h"
 
-/* ---- proto.c: frames ---- */
-void port_init(int fd);
-int port_fd(void);
-/* Reads what the port has and dispatches whole frames; returns 0 when the host hung up. */
-int port_read(void);
-void send_frame(uint32_t type, uint32_t stream, const void *data, size_t len);
-void send_ok(uint32_t stream, const void *data, size_t len);
-void send_ok_u32(uint32_t stream, uint32_t v);
-void send_error(uint32_t stream, const struct error *e);
-void send_ready(void);
-
+#include "port.h"
 
 /* ---- dispatch.c ---- */
-void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len);
+void dispatch(const struct frame *f);
 
 /* ---- restore.c ---- */
 void do_hello(const uint8_t *p, uint32_t len);

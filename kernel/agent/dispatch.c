@@ -117,8 +117,10 @@ static void do_ps(uint32_t stream)
     send_ok(stream, out, 4 * (size_t)n);
 }
 
-void dispatch(uint32_t type, uint32_t stream, const uint8_t *p, uint32_t len)
+void dispatch(const struct frame *f)
 {
+    uint32_t type = f->type, stream = f->stream, len = f->len;
+    const uint8_t *p = f->data;
     struct error e = {0};
     struct proc *pr = type != MSG_CREATE && type != MSG_EXEC ? proc_find(stream) : NULL;
 

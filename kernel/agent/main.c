@@ -108,6 +108,21 @@ static int open_port(void)
     power_off("virtio port " RUNV_PORT_NAME " not found");
 }
 
+/* Dispatches what the host sent, in a few reads at most so that a busy host
+ * does not starve the containers' stdio; 0 if the host hung up. */
+static int serve_host(void)
+{
+    struct frame f;
+    for (int i = 0; i < 16; i++) {
+        int rc = port_read();
+        if (rc <= 0)
+            return rc == 0;
+        while (port_frame(&f))
+            dispatch(&f);
+    }
+    return 1;
+}
+
 int main(void)
 {
     sigset_t mask;
@@ -145,7 +160,7 @@ int main(void)
         for (int i = 0; i < n; i++) {
             uint64_t key = evs[i].data.u64;
             if (key == KEY_PORT) {
-                if (!port_read()) {
+                if (!serve_host()) {
                     /* The host hung up: wait for a new one (it gets READY again). */
                     if (debug)
                         logmsg("host hung up");

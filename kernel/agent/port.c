@@ -1,4 +1,4 @@
-/* Frames on the virtio port. */
+/* Frames on the virtio port to the host (port.h). */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -7,14 +7,12 @@
 
 #include "agent.h"
 
-/* ---- the port ---- */
-
 static int port = -1;
 static uint8_t rbuf[2 * (RUNV_HEADER_SIZE + RUNV_MAX_PAYLOAD)];
-static size_t rlen;
+static size_t rlen, roff; /* bytes in rbuf; of which handed out as frames */
 static uint8_t sbuf[RUNV_HEADER_SIZE + RUNV_MAX_PAYLOAD];
 
-void port_init(int fd) { port = fd; rlen = 0; }
+void port_init(int fd) { port = fd; rlen = roff = 0; }
 int port_fd(void) { return port; }
 
 static int known_type(uint32_t t)
@@ -24,33 +22,39 @@ static int known_type(uint32_t t)
 
 int port_read(void)
 {
-    for (int i = 0; i < 16; i++) {
+    /* What is left is less than a frame (port_frame took the whole ones): room for one more. */
+    memmove(rbuf, rbuf + roff, rlen - roff);
+    rlen -= roff;
+    roff = 0;
+    for (;;) {
         ssize_t n = read(port, rbuf + rlen, sizeof rbuf - rlen);
+        if (n > 0) {
+            rlen += n;
+            return 1;
+        }
         if (n == 0)
+            return -1;
+        if (errno == EAGAIN)
             return 0;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return 1;
+        if (errno != EINTR)
             power_off("reading the host port failed");
-        }
-        rlen += n;
-        size_t off = 0;
-        while (rlen - off >= RUNV_HEADER_SIZE) {
-            uint32_t type = get_u32(rbuf + off), stream = get_u32(rbuf + off + 4), len = get_u32(rbuf + off + 8);
-            if (len > RUNV_MAX_PAYLOAD || !known_type(type)) {
-                logmsg("protocol error: frame type %u, %u bytes", type, len);
-                power_off("protocol error");
-            }
-            if (rlen - off < RUNV_HEADER_SIZE + len)
-                break;
-            dispatch(type, stream, rbuf + off + RUNV_HEADER_SIZE, len);
-            off += RUNV_HEADER_SIZE + len;
-        }
-        memmove(rbuf, rbuf + off, rlen - off);
-        rlen -= off;
     }
+}
+
+int port_frame(struct frame *f)
+{
+    const uint8_t *h = rbuf + roff;
+    if (rlen - roff < RUNV_HEADER_SIZE)
+        return 0;
+    f->type = get_u32(h), f->stream = get_u32(h + 4), f->len = get_u32(h + 8);
+    if (f->len > RUNV_MAX_PAYLOAD || !known_type(f->type)) {
+        logmsg("protocol error: frame type %u, %u bytes", f->type, f->len);
+        power_off("protocol error");
+    }
+    if (rlen - roff < RUNV_HEADER_SIZE + f->len)
+        return 0;
+    f->data = h + RUNV_HEADER_SIZE;
+    roff += RUNV_HEADER_SIZE + f->len;
     return 1;
 }
 
