@@ -25,28 +25,8 @@ void do_hello(const uint8_t *p, uint32_t len);
 
 /* ---- main.c ---- */
 #define INIT_STREAM 1 /* the container's init; EXEC streams are above it */
-void init_exited(void);
 
-/* ---- stdio.c ---- */
-struct outstream { int fd, ended, eos, watched; uint32_t unacked; };
-struct io {
-    struct outstream out[2]; /* stdout, stderr */
-    int in_fd, in_watched, in_closing, pty;
-    char *inbuf;
-    size_t inlen, incap;
-};
-struct proc;
-void io_init(struct io *io);
-int io_pipes(struct io *io, int child[3], struct error *e);
-void io_set_pty(struct proc *p, int master);
-void io_start(struct proc *p);
-void io_event(struct proc *p, int role, uint32_t events);
-void io_stdin(struct proc *p, const uint8_t *buf, size_t len);
-void io_ack(struct proc *p, uint32_t which, uint32_t n);
-void io_winsize(struct proc *p, uint16_t rows, uint16_t cols);
-int io_drain(struct proc *p);
-void io_close(struct io *io);
-int pty_open(int *master, int *slave, char *slave_path, size_t size, struct error *e);
+#include "stdio.h"
 
 /* ---- process.c ---- */
 struct proc {
@@ -66,7 +46,9 @@ int proc_start_init(struct proc *p, struct error *e);
 int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e);
 void container_seccomp_keep(const struct spec *s);
 void proc_reap(void);
-void proc_finish(struct proc *p);
+void proc_ack(struct proc *p, uint32_t which, uint32_t n);
+void proc_io_event(uint32_t stream, int role);
+int proc_init_done(void);
 int container_pids(pid_t *out, int max);
 
 /* ---- net.c ---- */

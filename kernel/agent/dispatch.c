@@ -140,15 +140,15 @@ void dispatch(const struct frame *f)
     case MSG_PS: do_ps(stream); break;
     case MSG_STDIN:
         if (pr)
-            io_stdin(pr, p, len);
+            io_stdin(&pr->io, p, len);
         break;
     case MSG_WINSIZE:
         if (pr && len >= 4)
-            io_winsize(pr, p[0] | p[1] << 8, p[2] | p[3] << 8);
+            io_winsize(&pr->io, p[0] | p[1] << 8, p[2] | p[3] << 8);
         break;
     case MSG_ACK:
         if (pr && len >= 8)
-            io_ack(pr, get_u32(p), get_u32(p + 4));
+            proc_ack(pr, get_u32(p), get_u32(p + 4));
         break;
     case MSG_SHUTDOWN: power_off(NULL);
     case MSG_NETIF: reply(stream, net_configure(p, len, &e), &e); break;

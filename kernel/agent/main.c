@@ -29,8 +29,6 @@ static long long now_ms(void)
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-void init_exited(void) { deadline = now_ms() + SHUTDOWN_WAIT_MS; }
-
 static void try_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
 {
     mkdir(dst, 0755);
@@ -147,6 +145,8 @@ int main(void)
     for (;;) {
         struct epoll_event evs[32];
         int timeout = hung_up ? 100 : -1;
+        if (!deadline && proc_init_done())
+            deadline = now_ms() + SHUTDOWN_WAIT_MS;
         if (deadline) {
             long long left = deadline - now_ms();
             if (left <= 0)
@@ -173,9 +173,7 @@ int main(void)
                     ;
                 proc_reap();
             } else if (key >= 256) {
-                struct proc *p = proc_find(key >> 8);
-                if (p)
-                    io_event(p, key & 0xff, evs[i].events);
+                proc_io_event(key >> 8, key & 0xff);
             }
         }
         if (hung_up) {

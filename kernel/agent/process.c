@@ -50,7 +50,7 @@ struct proc *proc_new(uint32_t stream)
         power_off("out of memory");
     p->stream = stream;
     p->chan = -1;
-    io_init(&p->io);
+    io_init(&p->io, stream);
     p->next = procs;
     procs = p;
     return p;
@@ -178,7 +178,7 @@ static int collect(struct proc *p, pid_t helper, int until_ready, struct error *
         if (m.kind == CH_PID)
             p->pid = m.pid;
         else if (m.kind == CH_PTY && fd >= 0 && p->io.pty < 0)
-            io_set_pty(p, fd), fd = -1;
+            io_set_pty(&p->io, fd), fd = -1;
         else if (m.kind == CH_ERROR && !failed)
             failed = err_setx(e, m.err, "%s", m.msg);
         else if (m.kind == CH_READY && until_ready)
@@ -320,7 +320,7 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
     if (stat(path, &init_mntns) < 0)
         return err_set(e, errno, "stat %s", path);
     init_proc = p;
-    io_start(p);
+    io_start(&p->io);
     return 0;
 }
 
@@ -449,7 +449,7 @@ int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
         return -1;
     if (!p->pid)
         return err_setx(e, EIO, "the exec helper died");
-    io_start(p);
+    io_start(&p->io);
     return 0;
 }
 
@@ -624,9 +624,9 @@ fail:
 /* Once EXIT is sent an EXEC's process is gone from the table (its stream may be
  * used again); the init's stays, for START and SIGNAL to answer ESRCH. Callers
  * must not touch p after this. */
-void proc_finish(struct proc *p)
+static void proc_finish(struct proc *p)
 {
-    if (!p->exited || p->done || !io_drain(p))
+    if (!p->exited || p->done || !io_drain(&p->io))
         return;
     int32_t status = p->status;
     send_frame(MSG_EXIT, p->stream, &status, 4);
@@ -634,11 +634,27 @@ void proc_finish(struct proc *p)
     io_close(&p->io);
     if (debug)
         logmsg("stream %u: pid %d exited with status %#x", p->stream, p->pid, p->status);
-    if (p == init_proc)
-        init_exited();
-    else
+    if (p != init_proc)
         proc_remove(p); /* the host learnt all there is: an EXEC's slot is freed */
 }
+
+/* The host took output: an exited process may be done now. */
+void proc_ack(struct proc *p, uint32_t which, uint32_t n)
+{
+    io_ack(&p->io, which, n);
+    if (p->exited)
+        proc_finish(p);
+}
+
+void proc_io_event(uint32_t stream, int role)
+{
+    struct proc *p = proc_find(stream);
+    if (p)
+        io_event(&p->io, role);
+}
+
+/* The container's init exited and the host has its EXIT. */
+int proc_init_done(void) { return init_proc && init_proc->done; }
 
 void proc_reap(void)
 {

@@ -12,11 +12,10 @@
 
 #include "agent.h"
 
-#define KEY(p, role) ((uint64_t)(p)->stream << 8 | (role)) /* role: 0 stdin, 1 stdout, 2 stderr */
-
-void io_init(struct io *io)
+void io_init(struct io *io, uint32_t stream)
 {
     memset(io, 0, sizeof *io);
+    io->stream = stream;
     io->out[0].fd = io->out[1].fd = io->in_fd = io->pty = -1;
 }
 
@@ -42,9 +41,8 @@ int io_pipes(struct io *io, int child[3], struct error *e)
 
 /* The master serves stdin and stdout through separate fds, so that epoll
  * can watch the two directions independently. */
-void io_set_pty(struct proc *p, int master)
+void io_set_pty(struct io *io, int master)
 {
-    struct io *io = &p->io;
     nonblock(master);
     io->pty = master;
     io->out[0].fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
@@ -76,15 +74,15 @@ int pty_open(int *master, int *slave, char *path, size_t size, struct error *e)
     return 0;
 }
 
-static void send_ack(struct proc *p, uint32_t which, size_t n)
+static void send_ack(struct io *io, uint32_t which, size_t n)
 {
     uint32_t b[2] = {which, (uint32_t)n};
-    send_frame(MSG_ACK, p->stream, b, sizeof b);
+    send_frame(MSG_ACK, io->stream, b, sizeof b);
 }
 
-static void out_end(struct proc *p, int i)
+static void out_end(struct io *io, int i)
 {
-    struct outstream *o = &p->io.out[i];
+    struct outstream *o = &io->out[i];
     o->ended = 1;
     if (o->fd >= 0) {
         ep_set(o->fd, 0, 0, &o->watched);
@@ -92,22 +90,22 @@ static void out_end(struct proc *p, int i)
         o->fd = -1;
     }
     if (!o->eos) {
-        send_frame(MSG_STDOUT + i, p->stream, NULL, 0);
+        send_frame(MSG_STDOUT + i, io->stream, NULL, 0);
         o->eos = 1;
     }
 }
 
 /* Forwards output i while the window allows: one read, or (drain) until the pipe is empty. */
-static void out_read(struct proc *p, int i, int drain)
+static void out_read(struct io *io, int i, int drain)
 {
     static char buf[RUNV_MAX_PAYLOAD];
-    struct outstream *o = &p->io.out[i];
+    struct outstream *o = &io->out[i];
 
     while (o->fd >= 0 && o->unacked < RUNV_WINDOW) {
         size_t want = RUNV_WINDOW - o->unacked;
         ssize_t n = read(o->fd, buf, want < sizeof buf ? want : sizeof buf);
         if (n > 0) {
-            send_frame(MSG_STDOUT + i, p->stream, buf, n);
+            send_frame(MSG_STDOUT + i, io->stream, buf, n);
             o->unacked += n;
             if (!drain)
                 break;
@@ -116,16 +114,15 @@ static void out_read(struct proc *p, int i, int drain)
         } else if (n < 0 && errno == EAGAIN && !drain) {
             break;
         } else {
-            out_end(p, i); /* EOF, EIO from a pty without slave, or empty while draining */
+            out_end(io, i); /* EOF, EIO from a pty without slave, or empty while draining */
         }
     }
     if (o->fd >= 0)
-        ep_set(o->fd, KEY(p, i + 1), o->unacked < RUNV_WINDOW ? EPOLLIN : 0, &o->watched);
+        ep_set(o->fd, KEY_IO(io->stream, i + 1), o->unacked < RUNV_WINDOW ? EPOLLIN : 0, &o->watched);
 }
 
-static void in_close(struct proc *p)
+static void in_close(struct io *io)
 {
-    struct io *io = &p->io;
     if (io->in_fd < 0)
         return;
     ep_set(io->in_fd, 0, 0, &io->in_watched);
@@ -139,35 +136,33 @@ static void in_close(struct proc *p)
     io->in_fd = -1;
 }
 
-static void stdin_flush(struct proc *p)
+static void stdin_flush(struct io *io)
 {
-    struct io *io = &p->io;
     while (io->inlen && io->in_fd >= 0) {
         ssize_t n = write(io->in_fd, io->inbuf, io->inlen);
         if (n > 0) {
             memmove(io->inbuf, io->inbuf + n, io->inlen - n);
             io->inlen -= n;
-            send_ack(p, 0, n);
+            send_ack(io, 0, n);
         } else if (n < 0 && errno == EAGAIN) {
-            ep_set(io->in_fd, KEY(p, 0), EPOLLOUT, &io->in_watched);
+            ep_set(io->in_fd, KEY_IO(io->stream, 0), EPOLLOUT, &io->in_watched);
             return;
         } else if (!(n < 0 && errno == EINTR)) {
-            in_close(p); /* EPIPE: nobody reads any more */
+            in_close(io); /* EPIPE: nobody reads any more */
         }
     }
     if (io->inlen) {
-        send_ack(p, 0, io->inlen); /* dropped, but keep the host's window moving */
+        send_ack(io, 0, io->inlen); /* dropped, but keep the host's window moving */
         io->inlen = 0;
     }
     if (io->in_fd >= 0)
         ep_set(io->in_fd, 0, 0, &io->in_watched);
     if (io->in_closing)
-        in_close(p);
+        in_close(io);
 }
 
-void io_stdin(struct proc *p, const uint8_t *buf, size_t len)
+void io_stdin(struct io *io, const uint8_t *buf, size_t len)
 {
-    struct io *io = &p->io;
     if (!len) {
         io->in_closing = 1;
     } else {
@@ -184,54 +179,50 @@ void io_stdin(struct proc *p, const uint8_t *buf, size_t len)
         io->inlen += len;
     }
     if (!io->in_watched) /* else the next EPOLLOUT writes it */
-        stdin_flush(p);
+        stdin_flush(io);
 }
 
-void io_start(struct proc *p)
+void io_start(struct io *io)
 {
     for (int i = 0; i < 2; i++)
-        if (p->io.out[i].fd >= 0)
-            ep_set(p->io.out[i].fd, KEY(p, i + 1), EPOLLIN, &p->io.out[i].watched);
+        if (io->out[i].fd >= 0)
+            ep_set(io->out[i].fd, KEY_IO(io->stream, i + 1), EPOLLIN, &io->out[i].watched);
 }
 
-void io_event(struct proc *p, int role, uint32_t events)
+void io_event(struct io *io, int role)
 {
-    (void)events;
     if (role == 0)
-        stdin_flush(p);
+        stdin_flush(io);
     else if (role <= 2)
-        out_read(p, role - 1, 0);
+        out_read(io, role - 1, 0);
 }
 
-void io_ack(struct proc *p, uint32_t which, uint32_t n)
+void io_ack(struct io *io, uint32_t which, uint32_t n)
 {
     if (which < 1 || which > 2)
         return;
-    struct outstream *o = &p->io.out[which - 1];
+    struct outstream *o = &io->out[which - 1];
     o->unacked = n > o->unacked ? 0 : o->unacked - n;
-    if (p->exited)
-        proc_finish(p);
-    else if (o->fd >= 0)
-        ep_set(o->fd, KEY(p, which), EPOLLIN, &o->watched);
+    if (o->fd >= 0)
+        ep_set(o->fd, KEY_IO(io->stream, which), EPOLLIN, &o->watched);
 }
 
-void io_winsize(struct proc *p, uint16_t rows, uint16_t cols)
+void io_winsize(struct io *io, uint16_t rows, uint16_t cols)
 {
     struct winsize ws = {.ws_row = rows, .ws_col = cols};
-    if (p->io.pty >= 0)
-        ioctl(p->io.pty, TIOCSWINSZ, &ws);
+    if (io->pty >= 0)
+        ioctl(io->pty, TIOCSWINSZ, &ws);
 }
 
-/* After the process exited: forwards what is left; 1 once both streams ended. */
-int io_drain(struct proc *p)
+int io_drain(struct io *io)
 {
     for (int i = 0; i < 2; i++)
-        if (!p->io.out[i].ended)
-            out_read(p, i, 1);
-    if (!p->io.out[0].ended || !p->io.out[1].ended)
+        if (!io->out[i].ended)
+            out_read(io, i, 1);
+    if (!io->out[0].ended || !io->out[1].ended)
         return 0;
     for (int i = 0; i < 2; i++)
-        out_end(p, i);
+        out_end(io, i);
     return 1;
 }
 
