@@ -1,9 +1,7 @@
 /* The container's filesystem and identity, set up by its init before START. */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -12,7 +10,11 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "container.h"
+#include "proto.h"
+#include "util.h"
+
+#define ROOTFS_DIR "/rootfs" /* the container's root in the agent's namespace */
 
 #define P9_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 
@@ -40,71 +42,6 @@ void umount_shares(struct spec *s)
     for (int i = 0; i < s->nshares; i++)
         umount2(s->shares[i].value, MNT_DETACH);
     umount2(ROOTFS_DIR, MNT_DETACH);
-}
-
-/* ---- the container's cgroup in the guest (cgroup v2, mounted by the agent) ---- */
-
-#define CGROUP_ROOT "/sys/fs/cgroup"
-#define CGROUP_DIR CGROUP_ROOT "/container"
-
-/* Makes the container's cgroup and sets its knobs (linux.resources as the
- * host computed them), enabling the controllers they belong to. */
-int cgroup_prepare(struct spec *s, struct error *e)
-{
-    char path[PATH_MAX], ctl[64];
-    if (!s->ncgknobs)
-        return 0;
-    if (mkdir(CGROUP_DIR, 0755) < 0 && errno != EEXIST)
-        return err_set(e, errno, "mkdir %s", CGROUP_DIR);
-    for (int i = 0; i < s->ncgknobs; i++) {
-        const char *knob = s->cgknobs[i].key, *dot = strchr(knob, '.');
-        if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {
-            snprintf(ctl, sizeof ctl, "+%.*s", (int)(dot - knob), knob);
-            if (write_file(CGROUP_ROOT "/cgroup.subtree_control", ctl) < 0)
-                return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
-        }
-        snprintf(path, sizeof path, CGROUP_DIR "/%s", knob);
-        if (write_file(path, s->cgknobs[i].value) < 0)
-            return err_set(e, errno, "guest cgroup: %s = %s", knob, s->cgknobs[i].value);
-    }
-    return 0;
-}
-
-/* Moves pid into the container's cgroup (made by cgroup_prepare). */
-int cgroup_enter(pid_t pid, struct error *e)
-{
-    char value[16];
-    snprintf(value, sizeof value, "%d", pid);
-    if (write_file(CGROUP_DIR "/cgroup.procs", value) < 0)
-        return err_set(e, errno, "move the container's init into its cgroup");
-    return 0;
-}
-
-/* Moves the calling process into the cgroup of the container's init. */
-int cgroup_join(pid_t init, struct error *e)
-{
-    char path[PATH_MAX + 32], line[PATH_MAX];
-    snprintf(path, sizeof path, "/proc/%d/cgroup", init);
-    int fd = open_regular(path, O_RDONLY);
-    FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
-    if (!f)
-        return errno == ENOENT ? err_setx(e, ESRCH, "the container's init has exited") : err_set(e, errno, "open %s", path);
-    int rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (strncmp(line, "0::/", 4) || !line[4])
-            continue; /* not v2, or the root: nothing to join */
-        snprintf(path, sizeof path, CGROUP_ROOT "%s/cgroup.procs", line + 3);
-        if (write_file(path, "0") < 0)
-            rc = err_set(e, errno, "join the container's cgroup %s", line + 3);
-    }
-    fclose(f);
-    return rc;
-}
-
-void cgroup_remove(void)
-{
-    rmdir(CGROUP_DIR);
 }
 
 /* ---- paths inside the rootfs ---- */
@@ -324,11 +261,9 @@ static int make_devices(struct spec *s, struct error *e)
     return 0;
 }
 
-/* In the container's init, in its new namespaces: builds its filesystem
- * under ROOTFS_DIR, moves it to / and applies the container-wide settings. */
-int container_setup(struct spec *s, struct error *e)
+/* The rootfs and its mounts and devices, under ROOTFS_DIR, moved to / at the end. */
+static int build_root(struct spec *s, struct error *e)
 {
-    umask(0);
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
         return err_set(e, errno, "make / a slave mount");
     /* In a new user namespace the mounts inherited from the agent are locked
@@ -349,10 +284,11 @@ int container_setup(struct spec *s, struct error *e)
         return err_set(e, errno, "move the rootfs to /");
     if (s->rootprop && mount(NULL, "/", NULL, s->rootprop, NULL) < 0)
         return err_set(e, errno, "set the propagation of / to %#x", s->rootprop);
-    if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
-        return err_set(e, errno, "sethostname \"%s\"", s->hostname);
-    if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)
-        return err_set(e, errno, "setdomainname \"%s\"", s->domainname);
+    return 0;
+}
+
+static int set_sysctls(struct spec *s, struct error *e)
+{
     for (int i = 0; i < s->nsysctls; i++) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "/proc/sys/%s", s->sysctls[i].key);
@@ -362,6 +298,12 @@ int container_setup(struct spec *s, struct error *e)
         if (write_file(path, s->sysctls[i].value) < 0)
             return err_set(e, errno, "sysctl \"%s\"", s->sysctls[i].key);
     }
+    return 0;
+}
+
+/* linux.readonlyPaths and linux.maskedPaths; the ones missing are skipped. */
+static int protect_paths(struct spec *s, struct error *e)
+{
     for (int i = 0; i < s->nreadonly; i++) {
         const char *p = s->readonly[i];
         if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0 || remount_ro(p) < 0) {
@@ -383,6 +325,20 @@ int container_setup(struct spec *s, struct error *e)
         if (rc < 0)
             return err_set(e, errno, "mask \"%s\"", p);
     }
+    return 0;
+}
+
+int container_setup(struct spec *s, struct error *e)
+{
+    umask(0);
+    if (build_root(s, e) < 0)
+        return -1;
+    if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
+        return err_set(e, errno, "sethostname \"%s\"", s->hostname);
+    if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)
+        return err_set(e, errno, "setdomainname \"%s\"", s->domainname);
+    if (set_sysctls(s, e) < 0 || protect_paths(s, e) < 0)
+        return -1;
     if (s->root_ro && remount_ro("/") < 0)
         return err_set(e, errno, "make the root read-only");
     return 0;

@@ -1,102 +1,110 @@
-/* One handler per host request. */
+/* One handler per host request. A request's handler sends its OK reply; when
+ * it fails, dispatch sends ERROR with the errno and message it set. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 
-#include "agent.h"
+#include "cgroup.h"
+#include "container.h"
+#include "dispatch.h"
+#include "net.h"
+#include "port.h"
+#include "process.h"
+#include "proto.h"
+#include "restore.h"
+#include "spec.h"
+#include "util.h"
 
-static void reply(uint32_t stream, int rc, const struct error *e)
+static int parse_process(struct spec *s, const struct frame *f, struct error *e)
 {
-    if (rc < 0)
-        send_error(stream, e);
-    else
-        send_ok(stream, NULL, 0);
-}
-
-static int check_args(const struct spec *s, struct error *e)
-{
+    if (spec_parse(s, f->data, f->len, e) < 0)
+        return -1;
     return s->nargv ? 0 : err_setx(e, EINVAL, "process.args must not be empty");
 }
 
-static void do_create(uint32_t stream, const uint8_t *p, uint32_t len)
+/* The container's init, its shares mounted and its cgroup made; undone on failure. */
+static int create_init(struct spec *s, uint32_t stream, struct error *e)
 {
-    struct error e = {0};
-    struct spec s = {0};
-    struct proc *pr;
-
-    if (stream != INIT_STREAM) {
-        err_setx(&e, EINVAL, "CREATE on stream %u: the container's init is stream %u", stream, INIT_STREAM);
-        goto fail;
-    }
-    if (init_proc) {
-        err_setx(&e, EEXIST, "the container has been created already");
-        goto fail;
-    }
-    if (spec_parse(&s, p, len, &e) < 0 || check_args(&s, &e) < 0 || mount_shares(&s, &e) < 0)
-        goto fail;
-    pr = proc_new(stream);
-    if (proc_create_init(pr, &s, &e) < 0) {
+    if (mount_shares(s, e) < 0)
+        return -1;
+    struct proc *pr = proc_new(stream);
+    if (proc_create_init(pr, s, e) < 0) {
         proc_remove(pr);
-        umount_shares(&s);
+        umount_shares(s);
         cgroup_remove();
-        goto fail;
+        return -1;
     }
-    container_seccomp_keep(&s);
+    proc_keep_seccomp(s);
     send_ok_u32(stream, pr->pid);
-    spec_free(&s);
-    return;
-fail:
-    spec_free(&s);
-    send_error(stream, &e);
+    return 0;
 }
 
-static void do_exec(uint32_t stream, const uint8_t *p, uint32_t len)
+static int do_create(const struct frame *f, struct error *e)
 {
-    struct error e = {0};
     struct spec s = {0};
-    struct proc *pr = proc_find(stream), *init = init_proc;
+    int rc;
 
-    if (stream <= INIT_STREAM) {
-        err_setx(&e, EINVAL, "EXEC on stream %u: streams 0 and %u are reserved", stream, INIT_STREAM);
-        goto fail;
+    if (f->stream != INIT_STREAM)
+        return err_setx(e, EINVAL, "CREATE on stream %u: the container's init is stream %u", f->stream, INIT_STREAM);
+    if (init_proc)
+        return err_setx(e, EEXIST, "the container has been created already");
+    rc = parse_process(&s, f, e) < 0 ? -1 : create_init(&s, f->stream, e);
+    spec_free(&s);
+    return rc;
+}
+
+static int exec_in(struct proc *init, struct spec *s, uint32_t stream, struct error *e)
+{
+    struct proc *pr = proc_new(stream);
+    if (proc_exec(pr, init->pid, s, e) < 0) {
+        proc_remove(pr);
+        return -1;
     }
-    if (pr && (!pr->done || pr == init)) {
-        err_setx(&e, EEXIST, "stream %u is in use", stream);
-        goto fail;
-    }
+    send_ok_u32(stream, pr->pid);
+    return 0;
+}
+
+static int do_exec(const struct frame *f, struct error *e)
+{
+    struct spec s = {0};
+    struct proc *pr = proc_find(f->stream), *init = init_proc;
+    int rc;
+
+    if (f->stream <= INIT_STREAM)
+        return err_setx(e, EINVAL, "EXEC on stream %u: streams 0 and %u are reserved", f->stream, INIT_STREAM);
+    if (pr && (!pr->done || pr == init))
+        return err_setx(e, EEXIST, "stream %u is in use", f->stream);
     if (pr)
         proc_remove(pr);
-    if (!init || init->exited) {
-        err_setx(&e, ESRCH, "the container is not running");
-        goto fail;
-    }
-    if (spec_parse(&s, p, len, &e) < 0 || check_args(&s, &e) < 0)
-        goto fail;
-    pr = proc_new(stream);
-    if (proc_exec(pr, init->pid, &s, &e) < 0) {
-        proc_remove(pr);
-        goto fail;
-    }
-    send_ok_u32(stream, pr->pid);
+    if (!init || init->exited)
+        return err_setx(e, ESRCH, "the container is not running");
+    rc = parse_process(&s, f, e) < 0 ? -1 : exec_in(init, &s, f->stream, e);
     spec_free(&s);
-    return;
-fail:
-    spec_free(&s);
-    send_error(stream, &e);
+    return rc;
 }
 
-static int do_signal(uint32_t stream, const uint8_t *p, uint32_t len, struct error *e)
+static int do_start(const struct frame *f, struct error *e)
 {
-    if (len < 8)
-        return err_setx(e, EINVAL, "bad SIGNAL payload");
-    int signo = get_u32(p), all = get_u32(p + 4);
-    if (all) {
-        static pid_t pids[16384];
-        int n = container_pids(pids, 16384), sent = 0;
-        for (int i = 0; i < n; i++)
-            sent += kill(pids[i], signo) == 0;
-        return sent ? 0 : err_setx(e, ESRCH, "no processes in the container");
-    }
+    struct proc *pr = proc_find(f->stream);
+    if (!pr || pr != init_proc)
+        return err_setx(e, ESRCH, "no container init on stream %u", f->stream);
+    if (proc_start_init(pr, e) < 0)
+        return -1;
+    send_ok(f->stream, NULL, 0);
+    return 0;
+}
+
+static int signal_all(int signo, struct error *e)
+{
+    static pid_t pids[16384];
+    int n = container_pids(pids, 16384), sent = 0;
+    for (int i = 0; i < n; i++)
+        sent += kill(pids[i], signo) == 0;
+    return sent ? 0 : err_setx(e, ESRCH, "no processes in the container");
+}
+
+static int signal_one(uint32_t stream, int signo, struct error *e)
+{
     struct proc *pr = proc_find(stream);
     if (!pr || pr->exited)
         return err_setx(e, ESRCH, "process %u is not running", stream);
@@ -105,54 +113,72 @@ static int do_signal(uint32_t stream, const uint8_t *p, uint32_t len, struct err
     return 0;
 }
 
-static void do_ps(uint32_t stream)
+static int do_signal(const struct frame *f, struct error *e)
+{
+    if (f->len < 8)
+        return err_setx(e, EINVAL, "bad SIGNAL payload");
+    int signo = get_u32(f->data), all = get_u32(f->data + 4);
+    if ((all ? signal_all(signo, e) : signal_one(f->stream, signo, e)) < 0)
+        return -1;
+    send_ok(f->stream, NULL, 0);
+    return 0;
+}
+
+static int do_ps(const struct frame *f)
 {
     static pid_t pids[RUNV_MAX_PAYLOAD / 4];
     static uint8_t out[RUNV_MAX_PAYLOAD];
     int n = container_pids(pids, RUNV_MAX_PAYLOAD / 4);
-    for (int i = 0; i < n; i++) {
-        uint32_t v = pids[i];
-        memcpy(out + 4 * i, &v, 4); /* x86: already little-endian */
-    }
-    send_ok(stream, out, 4 * (size_t)n);
+    for (int i = 0; i < n; i++)
+        put_u32(out + 4 * i, pids[i]);
+    send_ok(f->stream, out, 4 * (size_t)n);
+    return 0;
+}
+
+static int do_netif(const struct frame *f, struct error *e)
+{
+    if (net_configure(f->data, f->len, e) < 0)
+        return -1;
+    send_ok(f->stream, NULL, 0);
+    return 0;
+}
+
+/* STDIN, WINSIZE and ACK: stdio of a process, no reply. */
+static void do_stdio(const struct frame *f)
+{
+    struct proc *pr = proc_find(f->stream);
+    const uint8_t *p = f->data;
+    if (!pr)
+        return;
+    if (f->type == MSG_STDIN)
+        io_stdin(&pr->io, p, f->len);
+    else if (f->type == MSG_WINSIZE && f->len >= 4)
+        io_winsize(&pr->io, p[0] | p[1] << 8, p[2] | p[3] << 8);
+    else if (f->type == MSG_ACK && f->len >= 8)
+        proc_ack(pr, get_u32(p), get_u32(p + 4));
 }
 
 void dispatch(const struct frame *f)
 {
-    uint32_t type = f->type, stream = f->stream, len = f->len;
-    const uint8_t *p = f->data;
     struct error e = {0};
-    struct proc *pr = type != MSG_CREATE && type != MSG_EXEC ? proc_find(stream) : NULL;
+    int rc = 0;
 
-    if (debug && type != MSG_STDIN && type != MSG_ACK)
-        logmsg("request %u on stream %u (%u bytes)", type, stream, len);
-    switch (type) {
-    case MSG_CREATE: do_create(stream, p, len); break;
-    case MSG_EXEC: do_exec(stream, p, len); break;
-    case MSG_START:
-        if (pr && pr != init_proc)
-            pr = NULL;
-        if (!pr)
-            err_setx(&e, ESRCH, "no container init on stream %u", stream);
-        reply(stream, pr ? proc_start_init(pr, &e) : -1, &e);
-        break;
-    case MSG_SIGNAL: reply(stream, do_signal(stream, p, len, &e), &e); break;
-    case MSG_PS: do_ps(stream); break;
+    if (debug && f->type != MSG_STDIN && f->type != MSG_ACK)
+        logmsg("request %u on stream %u (%u bytes)", f->type, f->stream, f->len);
+    switch (f->type) {
+    case MSG_CREATE: rc = do_create(f, &e); break;
+    case MSG_EXEC: rc = do_exec(f, &e); break;
+    case MSG_START: rc = do_start(f, &e); break;
+    case MSG_SIGNAL: rc = do_signal(f, &e); break;
+    case MSG_PS: rc = do_ps(f); break;
+    case MSG_NETIF: rc = do_netif(f, &e); break;
     case MSG_STDIN:
-        if (pr)
-            io_stdin(&pr->io, p, len);
-        break;
     case MSG_WINSIZE:
-        if (pr && len >= 4)
-            io_winsize(&pr->io, p[0] | p[1] << 8, p[2] | p[3] << 8);
-        break;
-    case MSG_ACK:
-        if (pr && len >= 8)
-            proc_ack(pr, get_u32(p), get_u32(p + 4));
-        break;
+    case MSG_ACK: do_stdio(f); break;
+    case MSG_HELLO: restore_hello(f->data, f->len); break;
     case MSG_SHUTDOWN: power_off(NULL);
-    case MSG_NETIF: reply(stream, net_configure(p, len, &e), &e); break;
-    case MSG_HELLO: do_hello(p, len); break;
     default: break; /* guest -> host types: nothing to do */
     }
+    if (rc < 0)
+        send_error(f->stream, &e);
 }

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -16,11 +15,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "dispatch.h"
+#include "net.h"
+#include "port.h"
+#include "process.h"
+#include "proto.h"
+#include "util.h"
 
 #define SHUTDOWN_WAIT_MS 3000
 
 static long long deadline; /* when to power off after the init's EXIT; 0 = none */
+static int sigfd = -1, sig_watched, port_watched, hung_up;
 
 static long long now_ms(void)
 {
@@ -121,17 +126,15 @@ static int serve_host(void)
     return 1;
 }
 
-int main(void)
+/* The port, SIGCHLD as a signalfd, and READY to the host. */
+static void start_loop(void)
 {
     sigset_t mask;
-    int port_watched = 0, sig_watched = 0, hung_up = 0;
-
-    setup_guest();
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
-    int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (sigfd < 0 || epfd < 0)
         power_off("signalfd/epoll failed");
@@ -141,49 +144,69 @@ int main(void)
     ep_set(port_fd(), KEY_PORT, EPOLLIN, &port_watched);
     if (debug)
         logmsg("ready");
+}
 
+/* How long to wait: a while for a new host after a hang-up; and the VM powers
+ * off a while after the init's EXIT if the host does not say SHUTDOWN. */
+static int next_timeout(void)
+{
+    int timeout = hung_up ? 100 : -1;
+    if (!deadline && proc_init_done())
+        deadline = now_ms() + SHUTDOWN_WAIT_MS;
+    if (deadline) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            power_off(debug ? "no SHUTDOWN from the host" : NULL);
+        if (timeout < 0 || left < timeout)
+            timeout = (int)left;
+    }
+    return timeout;
+}
+
+static void on_event(uint64_t key)
+{
+    if (key == KEY_PORT) {
+        if (!serve_host()) {
+            /* The host hung up: wait for a new one (it gets READY again). */
+            if (debug)
+                logmsg("host hung up");
+            ep_set(port_fd(), KEY_PORT, 0, &port_watched);
+            hung_up = 1;
+        }
+    } else if (key == KEY_SIGNALFD) {
+        struct signalfd_siginfo si;
+        while (read(sigfd, &si, sizeof si) > 0)
+            ;
+        proc_reap();
+    } else if (key >= 256) {
+        proc_io_event(key >> 8, key & 0xff);
+    }
+}
+
+/* After a hang-up: a new host is there once the port stops saying POLLHUP. */
+static void look_for_host(void)
+{
+    struct pollfd pfd = {.fd = port_fd(), .events = POLLIN};
+    if (poll(&pfd, 1, 0) >= 0 && !(pfd.revents & POLLHUP)) {
+        hung_up = 0;
+        port_init(port_fd());
+        send_ready();
+        ep_set(port_fd(), KEY_PORT, EPOLLIN, &port_watched);
+    }
+}
+
+int main(void)
+{
+    setup_guest();
+    start_loop();
     for (;;) {
         struct epoll_event evs[32];
-        int timeout = hung_up ? 100 : -1;
-        if (!deadline && proc_init_done())
-            deadline = now_ms() + SHUTDOWN_WAIT_MS;
-        if (deadline) {
-            long long left = deadline - now_ms();
-            if (left <= 0)
-                power_off(debug ? "no SHUTDOWN from the host" : NULL);
-            if (timeout < 0 || left < timeout)
-                timeout = (int)left;
-        }
-        int n = epoll_wait(epfd, evs, 32, timeout);
+        int n = epoll_wait(epfd, evs, 32, next_timeout());
         if (n < 0 && errno != EINTR)
             power_off("epoll_wait failed");
-        for (int i = 0; i < n; i++) {
-            uint64_t key = evs[i].data.u64;
-            if (key == KEY_PORT) {
-                if (!serve_host()) {
-                    /* The host hung up: wait for a new one (it gets READY again). */
-                    if (debug)
-                        logmsg("host hung up");
-                    ep_set(port_fd(), KEY_PORT, 0, &port_watched);
-                    hung_up = 1;
-                }
-            } else if (key == KEY_SIGNALFD) {
-                struct signalfd_siginfo si;
-                while (read(sigfd, &si, sizeof si) > 0)
-                    ;
-                proc_reap();
-            } else if (key >= 256) {
-                proc_io_event(key >> 8, key & 0xff);
-            }
-        }
-        if (hung_up) {
-            struct pollfd pfd = {.fd = port_fd(), .events = POLLIN};
-            if (poll(&pfd, 1, 0) >= 0 && !(pfd.revents & POLLHUP)) {
-                hung_up = 0;
-                port_init(port_fd());
-                send_ready();
-                ep_set(port_fd(), KEY_PORT, EPOLLIN, &port_watched);
-            }
-        }
+        for (int i = 0; i < n; i++)
+            on_event(evs[i].data.u64);
+        if (hung_up)
+            look_for_host();
     }
 }

@@ -9,7 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "net.h"
+#include "proto.h"
+#include "records.h"
+#include "util.h"
 
 /* From <linux/netlink.h> and <linux/rtnetlink.h>, which musl does not ship. */
 struct nlmsghdr { uint32_t len; uint16_t type, flags; uint32_t seq, pid; };

@@ -1,11 +1,12 @@
 /* Frames on the virtio port to the host (port.h). */
 #include <errno.h>
 #include <poll.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "port.h"
+#include "proto.h"
+#include "util.h"
 
 static int port = -1;
 static uint8_t rbuf[2 * (RUNV_HEADER_SIZE + RUNV_MAX_PAYLOAD)];

@@ -1,4 +1,5 @@
-/* Spawning, credentials and reaping of the container's processes. */
+/* The container's processes: the table, spawning them (the child's last steps
+ * are exec.c's), reaping them and their EXIT (process.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,29 +10,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "cgroup.h"
+#include "chan.h"
+#include "container.h"
+#include "exec.h"
+#include "port.h"
+#include "process.h"
+#include "proto.h"
+#include "util.h"
 
-struct proc *procs, *init_proc;
+struct proc *init_proc;
+static struct proc *procs;
 static struct stat init_mntns; /* processes in this mount namespace are the container's */
 
-/* Messages on the socket between the agent and a child it is setting up. */
-enum { CH_READY = 1, CH_ERROR, CH_PID, CH_PTY, CH_START, CH_GO };
-struct chanmsg { int32_t kind, err, pid; char msg[488]; };
 #define STALL_CHECK_MS 1000 /* how often collect() looks for a stopped child */
-
-static int setup_terminal(int chan, int console, struct error *e);
-static _Noreturn void exec_process(struct spec *s, int chan);
 
 /* ---- the process table ---- */
 
@@ -71,55 +69,31 @@ void proc_remove(struct proc *p)
     free(p);
 }
 
-/* ---- the socket to a child being set up ---- */
-
-static int chan_send(int sock, int kind, int err, int pid, const char *msg, int fd)
+static void close_fds(int *fds, int n)
 {
-    struct chanmsg m = {.kind = kind, .err = err, .pid = pid};
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (msg)
-        snprintf(m.msg, sizeof m.msg, "%s", msg);
-    if (fd >= 0) {
-        mh.msg_control = c.buf;
-        mh.msg_controllen = sizeof c.buf;
-        struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
-        h->cmsg_level = SOL_SOCKET;
-        h->cmsg_type = SCM_RIGHTS;
-        h->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(h), &fd, sizeof fd);
-    }
-    return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
 }
 
-static int chan_recv(int sock, struct chanmsg *m, int *fd)
+/* The socket to a new child, and its stdio pipes unless it gets a terminal. */
+static int child_fds(struct proc *p, const struct spec *s, int sv[2], int stdio[3], struct error *e)
 {
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
-    struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
-    ssize_t n;
-    memset(m, 0, sizeof *m);
-    do
-        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    struct cmsghdr *h = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (h && h->cmsg_type == SCM_RIGHTS) {
-        int got;
-        memcpy(&got, CMSG_DATA(h), sizeof got);
-        if (fd)
-            *fd = got;
-        else
-            close(got);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return err_set(e, errno, "socketpair");
+    if (!s->terminal && io_pipes(&p->io, stdio, e) < 0) {
+        close_fds(sv, 2);
+        return -1;
     }
-    m->msg[sizeof m->msg - 1] = 0;
-    return (int)n;
+    return 0;
 }
 
-static _Noreturn void child_fail(int chan, const struct error *e)
+/* After the fork, in the agent: the child's ends closed, the socket kept. */
+static void keep_agent_ends(struct proc *p, int sv[2], int stdio[3])
 {
-    chan_send(chan, CH_ERROR, e->no, 0, e->msg, -1);
-    _exit(127);
+    close(sv[1]);
+    close_fds(stdio, 3);
+    p->chan = sv[0];
 }
 
 /* What every child needs before it becomes a container process. */
@@ -180,7 +154,7 @@ static int collect(struct proc *p, pid_t helper, int until_ready, struct error *
         else if (m.kind == CH_PTY && fd >= 0 && p->io.pty < 0)
             io_set_pty(&p->io, fd), fd = -1;
         else if (m.kind == CH_ERROR && !failed)
-            failed = err_setx(e, m.err, "%s", m.msg);
+            *e = m.err, failed = -1;
         else if (m.kind == CH_READY && until_ready)
             return failed;
         if (fd >= 0)
@@ -189,35 +163,6 @@ static int collect(struct proc *p, pid_t helper, int until_ready, struct error *
     if (!failed && until_ready)
         return err_setx(e, EIO, "the container's init exited during setup");
     return failed;
-}
-
-/* ---- limits that need privileges outside a user namespace ---- */
-
-/* rlimits and oom_score_adj of pid (0: this process). Raising a hard limit or
- * lowering oom_score_adj takes privileges over the initial user namespace, so
- * the agent applies them before the process enters its user namespace; the
- * process sets the same values again later, which needs none. */
-static int apply_limits(pid_t pid, struct spec *s, struct error *e)
-{
-    for (int i = 0; i < s->nrlimits; i++) {
-        struct rlimit rl = {.rlim_cur = s->rlimits[i].soft, .rlim_max = s->rlimits[i].hard};
-        if (prlimit(pid, s->rlimits[i].res, &rl, NULL) < 0)
-            return err_set(e, errno, "setrlimit %u", s->rlimits[i].res);
-    }
-    if (s->has_oom) {
-        char path[64], value[16], now[16] = "";
-        snprintf(path, sizeof path, pid ? "/proc/%d/oom_score_adj" : "/proc/self/oom_score_adj", pid);
-        snprintf(value, sizeof value, "%d\n", s->oom);
-        int fd = open_regular(path, O_RDONLY);
-        if (fd >= 0) {
-            (void)!read(fd, now, sizeof now - 1);
-            close(fd);
-        }
-        /* already set (by the agent, before a user namespace made the file the agent's) */
-        if (strcmp(now, value) && write_file(path, value) < 0)
-            return err_set(e, errno, "write %s", path);
-    }
-    return 0;
 }
 
 /* /proc/pid/uid_map and gid_map of a new user namespace, from the agent. */
@@ -257,21 +202,30 @@ static _Noreturn void init_child(struct spec *s, int chan, int stdio[3])
     if (s->nsflags & CLONE_NEWUSER) { /* be the new user namespace's root */
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
             err_set(&e, errno, "become root in the user namespace (is uid and gid 0 mapped?)");
-            child_fail(chan, &e);
+            chan_fail(chan, &e);
         }
         setgroups(0, NULL);
     }
     /* a cgroup namespace is made now, so that its root is the container's cgroup */
     if ((s->nsflags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
         err_set(&e, errno, "unshare the cgroup namespace");
-        child_fail(chan, &e);
+        chan_fail(chan, &e);
     }
-    if (container_setup(s, &e) < 0 || (s->terminal && setup_terminal(chan, 1, &e) < 0) || lookup_exe(s, &e) < 0)
-        child_fail(chan, &e);
-    chan_send(chan, CH_READY, 0, 0, NULL, -1);
+    if (container_setup(s, &e) < 0 || (s->terminal && child_terminal(chan, 1, &e) < 0) || lookup_exe(s, &e) < 0)
+        chan_fail(chan, &e);
+    chan_send(chan, CH_READY, 0, -1);
     if (chan_recv(chan, &m, NULL) <= 0 || m.kind != CH_START)
         _exit(1);
     exec_process(s, chan);
+}
+
+/* Before GO, from the agent: a new user namespace's id maps and the limits
+ * that need privileges outside it; the container's cgroup. */
+static int prepare_init(pid_t pid, struct spec *s, struct error *e)
+{
+    if ((s->nsflags & CLONE_NEWUSER) && (write_id_maps(pid, s, e) < 0 || apply_limits(pid, s, e) < 0))
+        return -1;
+    return s->ncgknobs ? cgroup_enter(pid, e) : 0;
 }
 
 int proc_create_init(struct proc *p, struct spec *s, struct error *e)
@@ -279,17 +233,10 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
     int sv[2], stdio[3] = {-1, -1, -1};
     char path[64];
 
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return err_set(e, errno, "socketpair");
-    if (!s->terminal && io_pipes(&p->io, stdio, e) < 0) {
-        close(sv[0]), close(sv[1]);
+    if (child_fds(p, s, sv, stdio, e) < 0)
         return -1;
-    }
     if (cgroup_prepare(s, e) < 0) {
-        close(sv[0]), close(sv[1]);
-        for (int i = 0; i < 3; i++)
-            if (stdio[i] >= 0)
-                close(stdio[i]);
+        close_fds(sv, 2), close_fds(stdio, 3);
         return -1;
     }
     /* fork semantics (no new stack), with the namespaces created on the way
@@ -300,20 +247,15 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
         init_child(s, sv[1], stdio);
     }
     int saved = errno;
-    close(sv[1]);
-    for (int i = 0; i < 3; i++)
-        if (stdio[i] >= 0)
-            close(stdio[i]);
-    p->chan = sv[0];
+    keep_agent_ends(p, sv, stdio);
     if (pid < 0)
         return err_set(e, saved, "clone the container's init (flags %#x)", s->nsflags);
     p->pid = pid;
-    if (((s->nsflags & CLONE_NEWUSER) && (write_id_maps(pid, s, e) < 0 || apply_limits(pid, s, e) < 0)) ||
-        (s->ncgknobs && cgroup_enter(pid, e) < 0)) {
+    if (prepare_init(pid, s, e) < 0) {
         kill(pid, SIGKILL);
         return -1; /* the child is reaped as an unknown pid */
     }
-    chan_send(p->chan, CH_GO, 0, 0, NULL, -1);
+    chan_send(p->chan, CH_GO, 0, -1);
     if (collect(p, 0, 1, e) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
@@ -328,7 +270,7 @@ int proc_start_init(struct proc *p, struct error *e)
 {
     if (p->chan < 0)
         return err_setx(e, EINVAL, "the container has been started already");
-    if (p->exited || chan_send(p->chan, CH_START, 0, 0, NULL, -1) < 0)
+    if (p->exited || chan_send(p->chan, CH_START, 0, -1) < 0)
         return err_setx(e, ESRCH, "the container's init has exited");
     int rc = collect(p, 0, 0, e);
     close(p->chan);
@@ -338,61 +280,57 @@ int proc_start_init(struct proc *p, struct error *e)
 
 /* ---- EXEC ---- */
 
-static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio[3])
+/* Joins the namespaces and the root of the container's init. */
+static int enter_container(pid_t init, struct error *e)
 {
     /* user first: the others belong to it when it is new; mnt last */
     static const char *ns[] = {"user", "ipc", "uts", "net", "pid", "cgroup", "mnt"};
     enum { NNS = sizeof ns / sizeof *ns };
     int fds[NNS], root;
     char path[64];
-    struct error e = {0};
 
-    child_common(s->terminal ? NULL : stdio);
-    if (apply_limits(0, s, &e) < 0 || cgroup_join(init, &e) < 0) /* while still privileged */
-        child_fail(chan, &e);
     for (int i = 0; i < NNS; i++) {
         struct stat mine, theirs;
         snprintf(path, sizeof path, "/proc/%d/ns/%s", init, ns[i]);
-        if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-            if (errno == ENOENT)
-                err_setx(&e, ESRCH, "the container's init has exited");
-            else
-                err_set(&e, errno, "open %s", path);
-            child_fail(chan, &e);
-        }
+        if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return errno == ENOENT ? err_setx(e, ESRCH, "the container's init has exited") : err_set(e, errno, "open %s", path);
         snprintf(path, sizeof path, "/proc/self/ns/%s", ns[i]);
         if (fstat(fds[i], &theirs) == 0 && stat(path, &mine) == 0 && mine.st_ino == theirs.st_ino)
             close(fds[i]), fds[i] = -1;
     }
     snprintf(path, sizeof path, "/proc/%d/root", init);
-    if ((root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        err_set(&e, errno, "open %s", path);
-        child_fail(chan, &e);
-    }
-    for (int i = 0; i < NNS; i++) {
-        if (fds[i] >= 0 && setns(fds[i], 0) < 0) {
-            err_set(&e, errno, "join the container's %s namespace", ns[i]);
-            child_fail(chan, &e);
-        }
-    }
-    if (fchdir(root) < 0 || chroot(".") < 0 || chdir("/") < 0) {
-        err_set(&e, errno, "enter the container's root");
-        child_fail(chan, &e);
-    }
+    if ((root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return err_set(e, errno, "open %s", path);
+    for (int i = 0; i < NNS; i++)
+        if (fds[i] >= 0 && setns(fds[i], 0) < 0)
+            return err_set(e, errno, "join the container's %s namespace", ns[i]);
+    if (fchdir(root) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        return err_set(e, errno, "enter the container's root");
+    return 0;
+}
+
+static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio[3])
+{
+    struct error e = {0};
+
+    child_common(s->terminal ? NULL : stdio);
+    /* limits and cgroup while still privileged */
+    if (apply_limits(0, s, &e) < 0 || cgroup_join(init, &e) < 0 || enter_container(init, &e) < 0)
+        chan_fail(chan, &e);
     /* A new pid namespace takes effect for children only: fork once more,
      * as a child of the agent, so that the agent reaps it. */
     pid_t pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) {
         err_set(&e, errno, "fork in the container");
-        child_fail(chan, &e);
+        chan_fail(chan, &e);
     }
     if (pid > 0) {
-        chan_send(chan, CH_PID, 0, pid, NULL, -1);
+        chan_send(chan, CH_PID, pid, -1);
         _exit(0);
     }
     setsid();
-    if ((s->terminal && setup_terminal(chan, 0, &e) < 0) || lookup_exe(s, &e) < 0)
-        child_fail(chan, &e);
+    if ((s->terminal && child_terminal(chan, 0, &e) < 0) || lookup_exe(s, &e) < 0)
+        chan_fail(chan, &e);
     exec_process(s, chan);
 }
 
@@ -401,7 +339,7 @@ static void *cseccomp;
 static size_t cseccomp_len;
 static uint32_t cseccomp_flags;
 
-void container_seccomp_keep(const struct spec *s)
+void proc_keep_seccomp(const struct spec *s)
 {
     free(cseccomp);
     cseccomp = NULL;
@@ -422,24 +360,15 @@ int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
         s->seccomp_len = cseccomp_len;
         s->seccomp_flags = cseccomp_flags;
     }
-
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return err_set(e, errno, "socketpair");
-    if (!s->terminal && io_pipes(&p->io, stdio, e) < 0) {
-        close(sv[0]), close(sv[1]);
+    if (child_fds(p, s, sv, stdio, e) < 0)
         return -1;
-    }
     pid_t helper = fork();
     if (helper == 0) {
         close(sv[0]);
         exec_child(init, s, sv[1], stdio);
     }
     int saved = errno;
-    close(sv[1]);
-    for (int i = 0; i < 3; i++)
-        if (stdio[i] >= 0)
-            close(stdio[i]);
-    p->chan = sv[0];
+    keep_agent_ends(p, sv, stdio);
     if (helper < 0)
         return err_set(e, saved, "fork");
     int rc = collect(p, helper, 0, e);
@@ -451,172 +380,6 @@ int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
         return err_setx(e, EIO, "the exec helper died");
     io_start(&p->io);
     return 0;
-}
-
-/* ---- in the child: terminal, credentials, exec ---- */
-
-static int setup_terminal(int chan, int console, struct error *e)
-{
-    int master, slave;
-    char path[64];
-    if (pty_open(&master, &slave, path, sizeof path, e) < 0)
-        return -1;
-    if (console) {
-        make_mountpoint_file("/dev/console", 0600);
-        if (mount(path, "/dev/console", NULL, MS_BIND, NULL) < 0)
-            return err_set(e, errno, "bind %s on /dev/console", path);
-    }
-    if (chan_send(chan, CH_PTY, 0, 0, NULL, master) < 0)
-        return err_set(e, errno, "send the pty master");
-    close(master);
-    if (ioctl(slave, TIOCSCTTY, 0) < 0)
-        return err_set(e, errno, "make %s the controlling terminal", path);
-    for (int i = 0; i < 3; i++)
-        dup2(slave, i);
-    if (slave > 2)
-        close(slave);
-    return 0;
-}
-
-/* HOME from the container's /etc/passwd when the environment has none, as runc does. */
-static void ensure_home(struct spec *s)
-{
-    const char *home = "/";
-    char line[512];
-    for (int i = 0; i < s->nenv; i++)
-        if (!strncmp(s->envp[i], "HOME=", 5))
-            return;
-    /* the container's own file: a FIFO there must not hold the exec (nor the agent) */
-    int fd = open_regular("/etc/passwd", O_RDONLY);
-    FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
-    while (f && fgets(line, sizeof line, f)) {
-        char *field[7] = {0}, *q = line;
-        for (int i = 0; i < 7 && q; i++) {
-            field[i] = q;
-            if ((q = strchr(q, ':')))
-                *q++ = 0;
-        }
-        if (field[5] && strtoul(field[2], NULL, 10) == s->uid && *field[2]) {
-            field[5][strcspn(field[5], "\n")] = 0;
-            home = field[5];
-            break;
-        }
-    }
-    char *env = malloc(strlen(home) + 6);
-    if (env) {
-        sprintf(env, "HOME=%s", home);
-        s->envp[s->nenv++] = env;
-        s->envp[s->nenv] = NULL;
-    }
-    if (f)
-        fclose(f);
-}
-
-/* The process's stdio pipes and pty belong to root; give them to the user so
- * that it can reopen /dev/stdout and friends. */
-static void chown_stdio(struct spec *s)
-{
-    struct stat st;
-    for (int fd = 0; fd < 3; fd++)
-        if (fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && major(st.st_rdev) >= 136 && major(st.st_rdev) <= 143)))
-            (void)!fchown(fd, s->uid, s->gid);
-}
-
-static int install_seccomp(struct spec *s, struct error *e)
-{
-    struct { unsigned short len; void *filter; } prog = {s->seccomp_len / 8, s->seccomp};
-    long rc = syscall(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, s->seccomp_flags, &prog);
-    if (rc < 0 && errno == ENOSYS && !s->seccomp_flags)
-        rc = prctl(PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, &prog, 0, 0);
-    return rc < 0 ? err_set(e, errno, "install the seccomp filter") : 0;
-}
-
-static int set_caps(struct spec *s, struct error *e)
-{
-    struct { uint32_t version; int pid; } hdr = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
-    struct { uint32_t effective, permitted, inheritable; } data[2];
-    for (int i = 0; i < 2; i++) {
-        data[i].effective = s->caps[1] >> (32 * i);
-        data[i].inheritable = s->caps[2] >> (32 * i);
-        data[i].permitted = s->caps[3] >> (32 * i);
-    }
-    if (syscall(SYS_capset, &hdr, data) < 0)
-        return err_set(e, errno, "capset");
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    /* As runc: an ambient capability that is not also permitted and inheritable
-     * cannot be raised, and that is not an error. */
-    for (int cap = 0; cap < 64; cap++)
-        if (s->caps[4] >> cap & 1)
-            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
-    return 0;
-}
-
-/* Applies the process records (runc's order) and execs; never returns. */
-static _Noreturn void exec_process(struct spec *s, int chan)
-{
-    struct error e = {0};
-    int chdir_later = 0, seccomp_done = 0;
-
-    if (apply_limits(0, s, &e) < 0)
-        goto fail;
-    umask(s->umask >= 0 ? s->umask : 022);
-    ensure_home(s);
-    if (s->uid || s->gid)
-        chown_stdio(s);
-    if (chdir(s->cwd) < 0) {
-        if (errno != EACCES) {
-            err_set(&e, errno, "chdir to cwd \"%s\"", s->cwd);
-            goto fail;
-        }
-        chdir_later = 1; /* as runc: retry as the user, who may have access */
-    }
-    if (s->seccomp && !s->nnp) { /* without no_new_privs it needs CAP_SYS_ADMIN: before the drop */
-        if (install_seccomp(s, &e) < 0)
-            goto fail;
-        seccomp_done = 1;
-    }
-    if (s->has_caps) {
-        for (int cap = 0; cap < 64; cap++) {
-            if (!(s->caps[0] >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                if (errno == EINVAL)
-                    break; /* past the kernel's last capability */
-                err_set(&e, errno, "drop capability %d from the bounding set", cap);
-                goto fail;
-            }
-        }
-        prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
-    }
-    if (setgroups(s->ngids, (gid_t *)s->gids) < 0) {
-        err_set(&e, errno, "setgroups");
-        goto fail;
-    }
-    if (setgid(s->gid) < 0) {
-        err_set(&e, errno, "setgid %u", s->gid);
-        goto fail;
-    }
-    if (setuid(s->uid) < 0) {
-        err_set(&e, errno, "setuid %u", s->uid);
-        goto fail;
-    }
-    if (chdir_later && chdir(s->cwd) < 0) {
-        err_set(&e, errno, "chdir to cwd \"%s\"", s->cwd);
-        goto fail;
-    }
-    if (s->has_caps) {
-        prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
-        if (set_caps(s, &e) < 0)
-            goto fail;
-    }
-    if (s->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-        err_set(&e, errno, "set no_new_privs");
-        goto fail;
-    }
-    if (s->seccomp && !seccomp_done && install_seccomp(s, &e) < 0)
-        goto fail;
-    execve(s->exe, s->argv, s->envp);
-    err_set(&e, errno, "exec \"%s\"", s->exe);
-fail:
-    child_fail(chan, &e);
 }
 
 /* ---- exit ---- */

@@ -9,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "port.h"
+#include "restore.h"
+#include "util.h"
 
 /* <linux/random.h>, which musl does not ship */
 #define RNDADDENTROPY 0x40085203 /* _IOW('R', 0x03, int[2]) */
@@ -34,7 +36,7 @@ static void reseed(const uint8_t *p, uint32_t len)
         close(fd);
 }
 
-void do_hello(const uint8_t *p, uint32_t len)
+void restore_hello(const uint8_t *p, uint32_t len)
 {
     if (len >= 8) {
         uint64_t ns = get_u64(p);

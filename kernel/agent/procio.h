@@ -1,8 +1,8 @@
-/* A process's stdio: pipes or a pty in the guest, STDIN/STDOUT/STDERR frames
- * on the port, with the per-stream window of docs/protocol.md. It reports to
- * no one: the process table asks it (io_drain) when a process is done. */
-#ifndef RUNV_STDIO_H
-#define RUNV_STDIO_H
+/* A process's stdio (procio.c): pipes or a pty in the guest, STDIN/STDOUT/STDERR
+ * frames on the port, with the per-stream window of docs/protocol.md. It calls
+ * nothing above it: the process table asks it (io_drain) whether a process is done. */
+#ifndef RUNV_PROCIO_H
+#define RUNV_PROCIO_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
-/* Process stdio: pipes or a pty in the guest, STDIN/STDOUT/STDERR frames on
- * the port, with the per-stream window of docs/protocol.md. */
+/* A process's stdio: pipes or a pty in the guest, STDIN/STDOUT/STDERR frames
+ * on the port, with the per-stream window of docs/protocol.md (procio.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,7 +10,10 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "port.h"
+#include "procio.h"
+#include "proto.h"
+#include "util.h"
 
 void io_init(struct io *io, uint32_t stream)
 {

@@ -1,0 +1,74 @@
+/* The container's cgroup in the guest (cgroup v2, mounted by the agent at boot). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "util.h"
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CGROUP_DIR CGROUP_ROOT "/container"
+
+/* Makes the container's cgroup and sets its knobs (linux.resources as the
+ * host computed them), enabling the controllers they belong to. */
+int cgroup_prepare(struct spec *s, struct error *e)
+{
+    char path[PATH_MAX], ctl[64];
+    if (!s->ncgknobs)
+        return 0;
+    if (mkdir(CGROUP_DIR, 0755) < 0 && errno != EEXIST)
+        return err_set(e, errno, "mkdir %s", CGROUP_DIR);
+    for (int i = 0; i < s->ncgknobs; i++) {
+        const char *knob = s->cgknobs[i].key, *dot = strchr(knob, '.');
+        if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {
+            snprintf(ctl, sizeof ctl, "+%.*s", (int)(dot - knob), knob);
+            if (write_file(CGROUP_ROOT "/cgroup.subtree_control", ctl) < 0)
+                return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
+        }
+        snprintf(path, sizeof path, CGROUP_DIR "/%s", knob);
+        if (write_file(path, s->cgknobs[i].value) < 0)
+            return err_set(e, errno, "guest cgroup: %s = %s", knob, s->cgknobs[i].value);
+    }
+    return 0;
+}
+
+/* Moves pid into the container's cgroup (made by cgroup_prepare). */
+int cgroup_enter(pid_t pid, struct error *e)
+{
+    char value[16];
+    snprintf(value, sizeof value, "%d", pid);
+    if (write_file(CGROUP_DIR "/cgroup.procs", value) < 0)
+        return err_set(e, errno, "move the container's init into its cgroup");
+    return 0;
+}
+
+/* Moves the calling process into the cgroup of the container's init. */
+int cgroup_join(pid_t init, struct error *e)
+{
+    char path[PATH_MAX + 32], line[PATH_MAX];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", init);
+    int fd = open_regular(path, O_RDONLY);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
+    if (!f)
+        return errno == ENOENT ? err_setx(e, ESRCH, "the container's init has exited") : err_set(e, errno, "open %s", path);
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (strncmp(line, "0::/", 4) || !line[4])
+            continue; /* not v2, or the root: nothing to join */
+        snprintf(path, sizeof path, CGROUP_ROOT "%s/cgroup.procs", line + 3);
+        if (write_file(path, "0") < 0)
+            rc = err_set(e, errno, "join the container's cgroup %s", line + 3);
+    }
+    fclose(f);
+    return rc;
+}
+
+void cgroup_remove(void)
+{
+    rmdir(CGROUP_DIR);
+}
