@@ -639,9 +639,12 @@ class Selftest:
             ])
             f = c.request(Msg.NETIF, 0, recs)
             self.check("NETIF ok", f.type == Msg.OK, str(f))
-            f = c.request(Msg.CREATE, 1, create_payload(make_config(["sh", "-c",
+            cfg = make_config(["sh", "-c",
                 "ip -o addr | awk '{print $2, $4}'; ip route; cat /sys/class/net/eth7/mtu; "
-                f"wget -q -O - http://10.0.2.2:{srv.server_port}/; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo lo ok"])))
+                f"wget -q -O - http://10.0.2.2:{srv.server_port}/; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo lo ok"])
+            for kind in ("bounding", "effective", "permitted"):  # busybox ping opens a raw socket
+                cfg["process"]["capabilities"][kind].append("CAP_NET_RAW")
+            f = c.request(Msg.CREATE, 1, create_payload(cfg))
             c.request(Msg.START, 1)
             st = c.wait_exit(1, 30)
             out = c.out[1][1].decode()
