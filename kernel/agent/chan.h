@@ -1,6 +1,7 @@
 /* The socket between the agent and a child it is setting up as a container
- * process (SOCK_SEQPACKET): the child reports its pid, its pty and READY or
- * an error; the agent says GO and START. */
+ * process (SOCK_SEQPACKET): the child reports its pid (EXEC), its pty and
+ * READY (CREATE) or an error; the agent says GO (the init: once its user
+ * namespace is mapped; an EXEC's: once the helper is reaped) and START. */
 #ifndef RUNV_CHAN_H
 #define RUNV_CHAN_H
 

@@ -125,6 +125,19 @@ static int is_stopped(pid_t pid)
     return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
 }
 
+/* The exec helper has sent its child's pid and only exits now. It is in the
+ * container's cgroup: reap it before the child goes on (GO), so that the child
+ * never sees it counted there (pids.current). */
+static void release_exec(struct proc *p, pid_t helper)
+{
+    if (helper > 0) {
+        kill(helper, SIGKILL);
+        while (waitpid(helper, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    chan_send(p->chan, CH_GO, 0, -1);
+}
+
 /* Reads the child's messages: its pid (EXEC), its pty, until READY (CREATE) or EOF.
  * The child (or the exec helper) is in the container's pid namespace before it
  * execs: the container may stop or trace it there, and then it would never write
@@ -149,8 +162,11 @@ static int collect(struct proc *p, pid_t helper, int until_ready, struct error *
         int n = chan_recv(p->chan, &m, &fd);
         if (n <= 0)
             break;
-        if (m.kind == CH_PID)
+        if (m.kind == CH_PID) {
             p->pid = m.pid;
+            release_exec(p, helper);
+            helper = 0; /* reaped: its pid may be anyone's now */
+        }
         else if (m.kind == CH_PTY && fd >= 0 && p->io.pty < 0)
             io_set_pty(&p->io, fd), fd = -1;
         else if (m.kind == CH_ERROR && !failed)
@@ -328,6 +344,9 @@ static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio
         chan_send(chan, CH_PID, pid, -1);
         _exit(0);
     }
+    struct chanmsg m;
+    if (chan_recv(chan, &m, NULL) <= 0 || m.kind != CH_GO)
+        _exit(1);
     setsid();
     if ((s->terminal && child_terminal(chan, 0, &e) < 0) || lookup_exe(s, &e) < 0)
         chan_fail(chan, &e);
