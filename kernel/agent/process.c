@@ -135,7 +135,8 @@ static void release_exec(struct proc *p, pid_t helper)
         while (waitpid(helper, NULL, 0) < 0 && errno == EINTR)
             ;
     }
-    chan_send(p->chan, CH_GO, 0, -1);
+    if (chan_send(p->chan, CH_GO, 0, -1) < 0)
+        kill(p->pid, SIGKILL); /* it would wait for GO forever */
 }
 
 /* Reads the child's messages: its pid (EXEC), its pty, until READY (CREATE) or EOF.
@@ -459,10 +460,10 @@ void proc_reap(void)
 int container_pids(pid_t *out, int max)
 {
     int n = 0;
-    DIR *d = opendir("/proc");
     struct dirent *de;
     if (!init_proc)
         return 0;
+    DIR *d = opendir("/proc");
     while (d && n < max && (de = readdir(d))) {
         char path[64];
         struct stat st;
