@@ -10,6 +10,7 @@ Regular files and /dev/null cannot be polled; they are read and written directly
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import stat
 from typing import Any, Callable
@@ -23,6 +24,13 @@ CHUNK = 4096  # a pipe that polls writable takes this much without blocking
 def _pollable(fd: int) -> bool:
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and os.isatty(fd)
+
+
+def _writable_now(fd: int) -> bool:
+    """Whether a CHUNK write to `fd` cannot block, asked right before the write."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLOUT | select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
 
 
 def _open_fd(fd: int) -> int | None:
@@ -128,6 +136,8 @@ class Relay:
     def _write(self, which: int, all_of_it: bool = False) -> None:
         fd, buf = self.out[which], self.buf[which]
         while buf:
+            if not all_of_it and not _writable_now(fd):
+                break  # stdout and stderr may be one pipe: the other stream's write filled it
             try:
                 n = os.write(fd, buf[: len(buf) if all_of_it else CHUNK])
             except BlockingIOError:

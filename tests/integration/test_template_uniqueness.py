@@ -25,7 +25,9 @@ def test_two_restored_guests_differ(guest, cache, tmp_path, rootfs_template):  #
     bundles = [bundle(tmp_path, rootfs_template, name, False) for name in ("one", "two")]
     for _, config, _ in bundles:
         config["process"]["args"] = ["sh", "-c", PROBE]
-    shapes = [machine(guest, Share(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs")), *plan.shares)
+    # Unstaged, as in test_template: the bind source's parent holds it under its name.
+    shapes = [machine(guest, Share(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs")),
+                      *(Share(m.tag, os.path.dirname(m.source), m.readonly) for m in plan.binds))
               for b, _, plan in bundles]
     path = template.ensure(shapes[0], wait=True)
     assert path, os.listdir(cache)
