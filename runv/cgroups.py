@@ -53,9 +53,10 @@ class Cgroup:
     dirs: list[str]  # the cgroup the shim is in, one per hierarchy
     made: list[str] | None = None  # what runv mkdir'ed, parents first (None: state of an older runv)
 
-    def destroy(self, wait: float = 2.0) -> None:
+    def destroy(self, wait: float = 10.0) -> None:
         """Remove the directories runv made, deepest first. Killed processes may
-        take a moment to leave the container's own (up to `wait` seconds in all);
+        take a moment to leave the container's own (their threads, freeing guest RAM, may outlive
+        the zombie leader: up to `wait` seconds in all);
         a parent that is still busy holds other cgroups and stays."""
         deadline = time.monotonic() + wait
         for d in reversed(self.made) if self.made is not None else self.dirs:

@@ -73,11 +73,9 @@ def _own_cgroups(pid: int) -> list[tuple[str, str]]:
 
 
 def _remove_default_cgroups(container_id: str, cgroups: list[tuple[str, str]]) -> None:
-    from runv.cgroups import DEFAULT_PARENT, hierarchy_dirs
+    from runv.cgroups import DEFAULT_PARENT, Cgroup, hierarchy_dirs
 
     wanted = f"{DEFAULT_PARENT}/{container_id}"
-    for d in hierarchy_dirs([(c, p) for c, p in cgroups if p == wanted]):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+    dirs = hierarchy_dirs([(c, p) for c, p in cgroups if p == wanted])
+    # The killed shim and QEMU may take a moment to leave them.
+    Cgroup(dirs).destroy(wait=10.0)
