@@ -33,3 +33,33 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("runv: "), err
     return lines[0]
+
+
+def host_snapshot() -> dict[str, set[str]]:
+    """What runv could leave on the host, as a set of names per kind. A jailed
+    QEMU's command line names no --root, so QEMUs are found by their binary."""
+    snap: dict[str, set[str]] = {"qemu": set(), "cgroups": set(), "mounts": set(), "netns": set(), "links": set()}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if b"(qemu-system-" in stat:
+            snap["qemu"].add(f"{pid}@{stat.rsplit(b')', 1)[1].split()[19].decode()}")
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        parent = f"/sys/fs/cgroup/{hierarchy}/runv"
+        if os.path.isdir(parent) and not os.path.islink(f"/sys/fs/cgroup/{hierarchy}"):
+            snap["cgroups"] |= {f"{parent}/{d}" for d in os.listdir(parent) if os.path.isdir(f"{parent}/{d}")}
+    with open("/proc/1/mountinfo") as f:  # the host's mount namespace, not a test's
+        snap["mounts"] = {line.split()[4] for line in f}
+    if os.path.isdir("/run/netns"):
+        snap["netns"] = set(os.listdir("/run/netns"))
+    snap["links"] = set(os.listdir("/sys/class/net"))
+    return snap
+
+
+def host_changes(before: dict[str, set[str]]) -> list[str]:
+    """What appeared on the host since `before` and is still there."""
+    after = host_snapshot()
+    return [f"{kind}: {sorted(after[kind] - before[kind])}" for kind in before if after[kind] - before[kind]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from mkbundle import make_rootfs
-from runv_testlib import ROOTS, leftovers
+from runv_testlib import ROOTS, host_changes, host_snapshot, leftovers
 
 # The installed launcher (what engines call), else the venv's console script.
 RUNV = os.environ.get("RUNV_BIN") or shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
@@ -94,5 +94,9 @@ def make_bundle(tmp_path, rootfs_template):
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
+    """After the suite: no runv process or state of any test's root, and nothing
+    new on the host: QEMUs, cgroups under /runv, mounts, netns, links."""
+    before = host_snapshot()
     yield
     assert leftovers() == []
+    assert host_changes(before) == []
