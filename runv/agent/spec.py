@@ -89,11 +89,12 @@ def process_records(process: dict[str, Any]) -> bytes:
     out += [rec_str(Tag.ENV, e) for e in process.get("env") or []]
     out.append(rec_str(Tag.CWD, process.get("cwd") or "/"))
     user = process.get("user") or {}
-    out.append(rec_u32(Tag.UID, user.get("uid", 0)))
-    out.append(rec_u32(Tag.GID, user.get("gid", 0)))
-    out += [rec_u32(Tag.ADDGID, g) for g in user.get("additionalGids") or []]
+    out.append(rec_u32(Tag.UID, _u32(user.get("uid", 0), "process.user.uid")))
+    out.append(rec_u32(Tag.GID, _u32(user.get("gid", 0), "process.user.gid")))
+    out += [rec_u32(Tag.ADDGID, _u32(g, "process.user.additionalGids"))
+            for g in user.get("additionalGids") or []]
     if "umask" in user:
-        out.append(rec_u32(Tag.UMASK, user["umask"]))
+        out.append(rec_u32(Tag.UMASK, _u32(user["umask"], "process.user.umask")))
     out.append(rec_u32(Tag.TERMINAL, int(bool(process.get("terminal")))))
     out += [record(Tag.RLIMIT, struct.pack("<IQQ", res, soft, hard))
             for res, soft, hard in rlimits(process.get("rlimits"))]
@@ -105,6 +106,15 @@ def process_records(process: dict[str, Any]) -> bytes:
     if "oomScoreAdj" in process:
         out.append(rec_i32(Tag.OOM_SCORE_ADJ, process["oomScoreAdj"]))
     return b"".join(out)
+
+
+def _u32(value: Any, name: str) -> int:
+    """An id the schema let through as a float (0.0 is an "integer" to JSON Schema)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        from runv.errors import SpecError
+
+        raise SpecError(f"config.json: {name} must be an integer 0-4294967295, not {value!r}")
+    return value
 
 
 RLIMITS = ["CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
