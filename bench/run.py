@@ -50,9 +50,9 @@ def floor_boot(rootfs: str):
     reboots at once (`runv.probe=1`): what QEMU and the guest kernel cost."""
     import socket
 
-    from runv import assets
-    from runv.accel import choose
     from runv.agent.protocol import PORT_NAME, SHARE_ROOT_TAG
+    from runv.qemu import assets
+    from runv.qemu.accel import choose
     from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine, SerialPort, Share
 
     a = assets.require()

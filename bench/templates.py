@@ -36,11 +36,11 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="runv-bench-templates-")
     os.environ["RUNV_CACHE"] = os.path.join(work, "cache")  # after the builds: theirs is the real cache
 
-    from runv.accel import choose
     from runv.agent import protocol as P
-    from runv.assets import Assets
     from runv.qemu import template
     from runv.qemu import vm as qemu_vm
+    from runv.qemu.accel import choose
+    from runv.qemu.assets import Assets
     from runv.qemu.cmdline import Machine, Share
 
     qemu = shutil.which("qemu-system-x86_64") or ""

@@ -9,8 +9,10 @@ import os
 import signal
 from dataclasses import asdict, dataclass
 
-from runv import ocistate, proc, shim_client
+from runv import ocistate
 from runv.errors import InvalidState
+from runv.host import proc
+from runv.sandbox import client as shim_client
 from runv.state import State, StateDir
 from runv.status import Status, require
 
@@ -81,7 +83,7 @@ class Container:
                 self.destroy()
         self.remove_cgroup()
         if self.state.hooks.get("poststop") and status is not Status.CREATING:
-            from runv import hooks
+            from runv.host import hooks
 
             state = self.oci_state()
             state["status"] = "stopped"
@@ -90,7 +92,7 @@ class Container:
 
     def remove_cgroup(self) -> None:
         if self.state.cgroup:
-            from runv.cgroups import Cgroup
+            from runv.host.cgroups import Cgroup
 
             Cgroup(self.state.cgroup.split(":"), self.state.cgroup_made).destroy()
 

@@ -14,8 +14,9 @@ import signal
 import socket
 from typing import Any
 
-from runv import errors, shim_client
+from runv import errors
 from runv.container import Container
+from runv.sandbox import client as shim_client
 
 
 def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -26,13 +27,13 @@ def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
     else:
         process = _process_from_flags(args)
     try:
-        from runv.agent.spec import exec_payload
+        from runv.agent.records import exec_payload
 
         exec_payload(process)
     except errors.RunvError:
         raise
     except Exception:  # a malformed process from config.json: the schema names the field
-        from runv.config import validate_process
+        from runv.oci.config import validate_process
 
         validate_process(process, "process")
         raise
@@ -40,7 +41,7 @@ def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _process_file(path: str) -> dict[str, Any]:
-    from runv.config import validate_process
+    from runv.oci.config import validate_process
 
     try:
         with open(path, "rb") as f:
@@ -73,7 +74,7 @@ def _process_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         process.setdefault("user", {})["additionalGids"] = args.additional_gids
     if args.no_new_privs:
         process["noNewPrivileges"] = True
-    from runv.config import check_strings
+    from runv.oci.config import check_strings
 
     check_strings(process, "process")
     return process
@@ -142,7 +143,7 @@ def _stdio(process: dict[str, Any], console_socket: str | None,
         names = [n for n, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)) if _is_open(fd)]
         return names, [("stdin", "stdout", "stderr").index(n) for n in names], False
     if console_socket:
-        from runv.console import open_for_socket
+        from runv.host.console import open_for_socket
 
         return ["pty"], [open_for_socket(console_socket)], False
     if detach or not os.isatty(0):

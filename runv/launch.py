@@ -16,9 +16,8 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUI
 def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
            console_socket: str | None, foreground: bool = False) -> int:
     """Create the container; return the shim's pid (the container's pid)."""
-    from runv import config
-
-    from runv import hooks
+    from runv.host import hooks
+    from runv.oci import config
 
     log.debug("create")
     sd = StateDir(root, container_id)
@@ -55,7 +54,7 @@ def _fork_shim(sd: StateDir, state: State, bundle, console_socket: str | None) -
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        from runv.shim import main
+        from runv.sandbox.shim import main
 
         main(sd, state, bundle, console_socket, w)  # never returns
     os.close(w)

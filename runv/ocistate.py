@@ -3,7 +3,8 @@ but the standard library's lightest modules: `runv state` is called many
 times per container, and runv.fast answers it without loading the rest."""
 from __future__ import annotations
 
-from runv import OCI_VERSION, proc
+from runv import OCI_VERSION
+from runv.host import proc
 
 STATUSES = ("creating", "created", "running", "paused", "stopped")
 # state.json's fields and the JSON types each may hold (runv.state.State mirrors it)

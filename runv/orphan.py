@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 
-from runv import proc
+from runv.host import proc
 from runv.state import StateDir
 
 
@@ -31,7 +31,7 @@ def clean_up(sd: StateDir) -> None:
 
 
 def _shim_pid(state_dir: str) -> int | None:
-    from runv.shim_client import SOCKET
+    from runv.sandbox.client import SOCKET
 
     try:
         dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -73,7 +73,7 @@ def _own_cgroups(pid: int) -> list[tuple[str, str]]:
 
 
 def _remove_default_cgroups(container_id: str, cgroups: list[tuple[str, str]]) -> None:
-    from runv.cgroups import DEFAULT_PARENT, Cgroup, hierarchy_dirs
+    from runv.host.cgroups import DEFAULT_PARENT, Cgroup, hierarchy_dirs
 
     wanted = f"{DEFAULT_PARENT}/{container_id}"
     dirs = hierarchy_dirs([(c, p) for c, p in cgroups if p == wanted])

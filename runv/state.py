@@ -120,7 +120,7 @@ class StateDir:
     def remove(self) -> None:
         import shutil
 
-        from runv import staging
+        from runv.sandbox import staging
 
         # The shares' skeleton first, without descending: a recursive delete that
         # met a staging mount (seen from inside a shim's namespace) would delete

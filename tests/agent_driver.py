@@ -31,8 +31,8 @@ sys.path.insert(0, REPO)
 
 from runv.agent import protocol as P  # noqa: E402
 from runv.agent.protocol import Msg, Tag  # noqa: E402
-from runv.agent.spec import create_records, mount_record, process_records  # noqa: E402
-from runv.default_spec import default_config  # noqa: E402
+from runv.agent.records import create_records, mount_record, process_records  # noqa: E402
+from runv.oci.default_spec import default_config  # noqa: E402
 from runv.qemu.cmdline import host_tsc_khz  # noqa: E402
 
 

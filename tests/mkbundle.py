@@ -34,7 +34,7 @@ def make_rootfs(rootfs: str) -> None:
 
 
 def make_bundle(bundle: str, args: list[str] | None = None, **process: object) -> str:
-    from runv.default_spec import default_config
+    from runv.oci.default_spec import default_config
 
     os.makedirs(bundle, exist_ok=True)
     make_rootfs(os.path.join(bundle, "rootfs"))

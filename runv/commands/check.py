@@ -12,8 +12,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from runv import assets
-    from runv.accel import choose
+    from runv.qemu import assets
+    from runv.qemu.accel import choose
 
     a = assets.find()
     problems = []

@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from runv import OCI_VERSION
-    from runv.agent.spec import MOUNT_FLAGS, NAMESPACE_FLAGS, PROPAGATION
+    from runv.agent.records import MOUNT_FLAGS, NAMESPACE_FLAGS, PROPAGATION
 
     print(json.dumps({
         "ociVersionMin": "1.0.0",

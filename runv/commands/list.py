@@ -11,9 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runv.container import Container
     import sys
 
+    from runv.container import Container
     from runv.errors import CorruptState, NotFound
     from runv.state import list_ids
 

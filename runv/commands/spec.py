@@ -13,8 +13,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from runv.default_spec import default_config
     from runv.errors import Exists
+    from runv.oci.default_spec import default_config
 
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):

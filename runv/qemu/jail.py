@@ -33,7 +33,7 @@ import struct
 import subprocess
 from dataclasses import dataclass, field
 
-from runv import syscalls as sc
+from runv.host import syscalls as sc
 from runv.qemu.cmdline import Machine, Share
 
 VM_DIR = "/vm"

@@ -133,7 +133,7 @@ def prepare(assets: Any, accel: str) -> str | None:
     """Make (or find) the template of the commonest shape, a bundle without bind
     mounts, resource limits or NICs, as shim.boot builds its machine: for
     `runv check --prepare` at install time, so that no container pays for it."""
-    from runv.resources import DEFAULT_MEMORY_MB
+    from runv.oci.resources import DEFAULT_MEMORY_MB
 
     m = Machine(assets.qemu, assets.kernel, assets.initrd, accel=accel,
                 memory_mb=DEFAULT_MEMORY_MB, cpus=1, devices=[Share(P.SHARE_ROOT_TAG, "/")])

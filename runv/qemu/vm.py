@@ -9,9 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
-from runv import syscalls
 from runv.errors import QemuError
 from runv.guest_text import printable
+from runv.host import syscalls
 from runv.qemu import jail as qemu_jail
 from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Tap
 from runv.qemu.logs import CappedLog, Drain

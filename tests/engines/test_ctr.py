@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-
 from daemons import CTR_IMAGE, RUNTIME, run_in_pty
 
 pytestmark = pytest.mark.engines

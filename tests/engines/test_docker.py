@@ -10,9 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 import daemons
+import pytest
 from daemons import IMAGE, RUNTIME, run_in_pty
 
 pytestmark = pytest.mark.engines

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from daemons import RUNTIME, run_in_pty
 from podman_engine import IMAGE
 

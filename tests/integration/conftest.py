@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
 from mkbundle import make_rootfs
 from runv_testlib import ROOTS, host_changes, host_snapshot, leftovers
 
@@ -73,7 +72,7 @@ def runv(tmp_path) -> Runv:
 @pytest.fixture
 def make_bundle(tmp_path, rootfs_template):
     """make_bundle(args, **process) -> bundle dir, with a copy of the busybox rootfs."""
-    from runv.default_spec import default_config
+    from runv.oci.default_spec import default_config
 
     counter = iter(range(1000))
 

@@ -141,7 +141,7 @@ import random  # noqa: E402
 import pytest  # noqa: E402
 
 from runv.agent.protocol import MAX_PAYLOAD  # noqa: E402
-from runv.default_spec import default_config  # noqa: E402
+from runv.oci.default_spec import default_config  # noqa: E402
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -163,7 +163,7 @@ def assert_still_running(runv, cid):
 
 def gone(pid: int) -> bool:
     """The process has exited (a zombie waiting for its reaper counts as gone)."""
-    from runv import proc
+    from runv.host import proc
 
     deadline = time.monotonic() + 30
     while proc.start_time(pid) is not None and time.monotonic() < deadline:
@@ -427,7 +427,7 @@ def test_mutated_configs_through_runv_run(runv, make_bundle):
 
 def test_an_empty_leftover_of_runvs_own_cgroup_goes_with_the_next_container(runv, make_bundle):
     cid = f"left{os.getpid()}"
-    from runv.cgroups import _hierarchies
+    from runv.host.cgroups import _hierarchies
 
     for mount in {os.path.join(m, "runv") for c, m in _hierarchies().items() if c != "unified"}:
         if os.path.isdir(mount):  # made by the runs before

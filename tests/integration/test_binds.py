@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from runv.capabilities import CAPS
+from runv.oci.capabilities import CAPS
 
 # Prints what it finds; every line is checked by the test. Without a pid
 # namespace, /proc/1/root is the guest agent's root, where the shares are mounted;

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-
 from runv_testlib import leftovers, one_line_error
 
 

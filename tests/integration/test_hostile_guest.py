@@ -73,7 +73,7 @@ def test_paused_container_kill_exec_ps_and_delete(runv, make_bundle):
         assert runv("delete", "frozen", timeout=TIMEOUT).returncode == 0
     finally:
         runv("delete", "--force", "frozen")
-    from runv import proc
+    from runv.host import proc
     assert not proc.alive(state["pid"], None)
 
 
@@ -83,7 +83,7 @@ def test_paused_container_force_delete(runv, make_bundle):
     assert runv("pause", "frozen2").returncode == 0
     assert runv("delete", "--force", "frozen2", timeout=TIMEOUT).returncode == 0
     assert runv("state", "frozen2").returncode != 0
-    from runv import proc
+    from runv.host import proc
     assert not proc.alive(state["pid"], None)
     assert not [x for x in leftovers() if runv.root in x]
 

@@ -102,7 +102,7 @@ def test_qemu_runs_jailed(runv, make_bundle, tmp_path):
             assert point not in mounts, point
         for share in ("rootfs", rw, ro):
             assert {"nosuid", "nodev", "noexec"} <= mounts[f"/shares/{share}"], (share, mounts)
-        # A bind's share holds its source alone, under its basename (runv.staging).
+        # A bind's share holds its source alone, under its basename (runv.sandbox.staging).
         for share, name in ((rw, "rw"), (ro, "ro")):
             assert {"nosuid", "nodev", "noexec"} <= mounts[f"/shares/{share}/{name}"], (share, mounts)
         assert "ro" in mounts[f"/shares/{ro}/ro"] and "rw" in mounts[f"/shares/{rw}/rw"]

@@ -153,7 +153,7 @@ def test_detached_run_and_force_delete(runv, make_bundle):
     assert state["status"] == "running"
     assert runv("delete", "--force", "det").returncode == 0
     assert runv("state", "det").returncode != 0
-    from runv import proc
+    from runv.host import proc
     assert not proc.alive(state["pid"], None)  # gone, or a zombie of an init that does not reap
 
 

@@ -1,4 +1,4 @@
-"""runv.network for real: a veth in a network namespace joined to a tap with tc.
+"""runv.host.network for real: a veth in a network namespace joined to a tap with tc.
 
 Each test makes its own namespaces: "ct" stands for the container's (the veth
 end docker or CNI would move in, as eth0), "peer" holds the other end (where a
@@ -18,7 +18,7 @@ import traceback
 
 import pytest
 
-from runv import network, syscalls
+from runv.host import network, syscalls
 
 CT_ADDR, PEER_ADDR, PREFIX = "10.213.7.2", "10.213.7.1", 24
 CT_ADDR6 = "fd42:7::2"
@@ -282,7 +282,7 @@ def test_a_namespace_already_joined_to_a_vm_is_refused(netns):
 
 def test_import_stays_light():
     """`runv state` and friends import runv modules freely: this one must not pull pyroute2."""
-    code = "import sys, runv.network; print('pyroute2' in sys.modules)"
+    code = "import sys, runv.host.network; print('pyroute2' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "False\n"), r.stderr
 

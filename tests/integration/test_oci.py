@@ -168,7 +168,7 @@ def test_paths_names_devices(runv, make_bundle):
 def test_host_device_cgroup_is_the_vms_not_the_containers(runv, make_bundle):
     """The container's device rules are for its processes, in the guest; the
     host cgroup (the shim and QEMU) allows only what those open."""
-    from runv.cgroups import VM_DEVICES
+    from runv.host.cgroups import VM_DEVICES
 
     def edit(config):
         config["linux"]["cgroupsPath"] = "/runv-test/dev1"

@@ -33,7 +33,7 @@ def test_unknown_capability_is_refused_cleanly(runv, make_bundle):
 def test_host_cgroup_holds_the_vm(runv, make_bundle):
     import os
 
-    from runv.cgroups import VM_OVERHEAD
+    from runv.host.cgroups import VM_OVERHEAD
 
     def edit(config):
         config["linux"]["cgroupsPath"] = "/runv-test/cg1"

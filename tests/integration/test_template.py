@@ -12,13 +12,13 @@ import threading
 import time
 
 import pytest
-
 from agent_driver import Client
-from runv import mounts
+
 from runv.agent import protocol as P
 from runv.agent.protocol import Msg
-from runv.agent.spec import create_records
-from runv.default_spec import default_config
+from runv.agent.records import create_records
+from runv.oci import mounts
+from runv.oci.default_spec import default_config
 from runv.qemu import template
 from runv.qemu.cmdline import Machine, Share
 
@@ -27,8 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, str]:
-    from runv.accel import choose
-    from runv.assets import Assets
+    from runv.qemu.accel import choose
+    from runv.qemu.assets import Assets
 
     def build(script: str) -> str:
         return subprocess.run([os.path.join(REPO, "kernel", script)], check=True,

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from runv.capabilities import BITS, CAPS, mask, masks
 from runv.errors import SpecError
+from runv.oci.capabilities import BITS, CAPS, mask, masks
 
 
 def test_numbers_match_the_kernel_header():

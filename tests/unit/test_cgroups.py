@@ -1,5 +1,5 @@
 """cgroupsPath forms."""
-from runv.cgroups import cgroup_path
+from runv.host.cgroups import cgroup_path
 
 
 def test_cgroup_paths():
@@ -16,8 +16,8 @@ import os  # noqa: E402
 
 import pytest  # noqa: E402
 
-from runv import cgroups  # noqa: E402
-from runv.cgroups import CgroupError, VM_OVERHEAD  # noqa: E402
+from runv.host import cgroups  # noqa: E402
+from runv.host.cgroups import VM_OVERHEAD, CgroupError  # noqa: E402
 
 
 def knobs(tmp_path, *names):

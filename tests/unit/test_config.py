@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from runv import config
-from runv.default_spec import default_config
 from runv.errors import SpecError
+from runv.oci import config
+from runv.oci.default_spec import default_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
@@ -403,7 +403,7 @@ def test_validator_is_compiled_once():
 
 
 def test_jsonschema_is_imported_lazily():
-    code = "import sys, runv.config, runv.default_spec; print('jsonschema' in sys.modules)"
+    code = "import sys, runv.oci.config, runv.oci.default_spec; print('jsonschema' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

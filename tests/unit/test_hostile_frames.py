@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from runv.agent import protocol as P
 from runv.agent.protocol import Msg
 from runv.guest_text import LIMIT, printable
-from runv.shim import ACK_BATCH, Shim
-from runv.shim_client import REQUEST_TIMEOUT
+from runv.sandbox.client import REQUEST_TIMEOUT
+from runv.sandbox.relay import Relay
+from runv.sandbox.shim import ACK_BATCH, Shim
 from runv.state import State
-from runv.stdio import Relay
 
 pytestmark = pytest.mark.property
 FRAME_MAX = P.HEADER_SIZE + P.MAX_PAYLOAD

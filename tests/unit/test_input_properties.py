@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runv import cgroups, config, hooks, mounts, resources
-from runv.agent.spec import create_payload, exec_payload
-from runv.default_spec import default_config
+from runv.agent.records import create_payload, exec_payload
 from runv.errors import RunvError
 from runv.exec import process_from_args
+from runv.host import cgroups, hooks
+from runv.oci import config, mounts, resources
+from runv.oci.default_spec import default_config
 
 pytestmark = pytest.mark.property
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from runv import syscalls as sc
+from runv.host import syscalls as sc
 from runv.qemu import jail
 from runv.qemu.cmdline import Machine, Share
 from runv.qemu.logs import DROPPED, CappedLog

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from runv import seccomp, syscall_table
 from runv.errors import SpecError
+from runv.oci import seccomp, syscall_table
 
 X86_64, I386 = seccomp.AUDIT_ARCH_X86_64, seccomp.AUDIT_ARCH_I386
 ALLOW, KILL_THREAD, KILL_PROCESS = seccomp.RET_ALLOW, seccomp.RET_KILL_THREAD, seccomp.RET_KILL_PROCESS

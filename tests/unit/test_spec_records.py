@@ -1,9 +1,9 @@
 """config.json -> agent records: mount options and namespaces, parsed as runc does."""
 import struct
 
-from runv import syscalls
-from runv.agent import spec
+from runv.agent import records as spec
 from runv.agent.protocol import Tag, decode_records
+from runv.host import syscalls
 
 
 def test_mount_options():
@@ -82,8 +82,8 @@ def test_process_records():
 def test_capabilities_and_rlimits():
     import pytest
 
-    from runv.capabilities import mask, masks
     from runv.errors import SpecError
+    from runv.oci.capabilities import mask, masks
 
     assert mask(["CAP_CHOWN", "CAP_KILL"]) == 1 << 0 | 1 << 5
     assert masks(None) == [0] * 5
@@ -105,8 +105,8 @@ def test_capabilities_and_rlimits():
 import pytest  # noqa: E402
 
 from runv.agent.protocol import MAX_PAYLOAD  # noqa: E402
-from runv.default_spec import default_config  # noqa: E402
 from runv.errors import SpecError  # noqa: E402
+from runv.oci.default_spec import default_config  # noqa: E402
 
 
 def test_exec_payload_over_the_frame_limit():

@@ -1,4 +1,4 @@
-"""runv.staging on the host, no VM: each export holds exactly its source, the
+"""runv.sandbox.staging on the host, no VM: each export holds exactly its source, the
 mounts stay in a private mount namespace, and removal never crosses a mount.
 Each staging runs in a forked child that makes the namespace, as the shim does."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from runv import staging
-from runv.staging import Bind
+from runv.sandbox import staging
+from runv.sandbox.staging import Bind
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
 

@@ -1,7 +1,7 @@
-"""The committed cffi module is what runv/_syscalls_build.py generates."""
+"""The committed cffi module is what runv/host/_syscalls_build.py generates."""
 import os
 
-from runv import _syscalls_build
+from runv.host import _syscalls_build
 
 
 def test_generated_module_is_current(tmp_path):
@@ -11,6 +11,6 @@ def test_generated_module_is_current(tmp_path):
 
 
 def test_calls_work():
-    from runv import syscalls
+    from runv.host import syscalls
 
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)

@@ -48,7 +48,7 @@ def _run_one(hook: dict[str, Any], kind: str, state: dict[str, Any], cwd: str,
 
     def back_to_runtime_netns() -> None:
         if netns_fd is not None:
-            from runv import syscalls
+            from runv.host import syscalls
 
             syscalls.setns(f"/proc/self/fd/{netns_fd}", syscalls.CLONE_NEWNET)
 

@@ -1,7 +1,7 @@
-"""Generate runv/_syscalls_cffi.py: cffi's out-of-line ABI mode, so that the shim
+"""Generate runv/host/_syscalls_cffi.py: cffi's out-of-line ABI mode, so that the shim
 loads the declarations ready-made instead of parsing C at every start (30 ms).
 
-    python -m runv._syscalls_build
+    python -m runv.host._syscalls_build
 """
 import os
 

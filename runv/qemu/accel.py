@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 
-from runv.assets import Assets
+from runv.qemu.assets import Assets
 
 CACHE = os.path.join(os.environ.get("RUNV_CACHE", "/var/cache/runv"), "accel.json")
 PROBE_MARK = "runv-probe-ok"

@@ -16,7 +16,7 @@ from runv.errors import RunvError, SpecError
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spec")
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "spec")
 SCHEMA_FILES = ("config-schema.json", "config-linux.json", "defs.json", "defs-linux.json")
 ROOT_SCHEMA = SCHEMA_FILES[0]
 T = TypeVar("T")

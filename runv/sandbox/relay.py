@@ -58,7 +58,7 @@ class Relay:
     def for_init(cls, config: dict[str, Any], console_socket: str | None) -> "Relay":
         terminal = bool((config.get("process") or {}).get("terminal"))
         if terminal and console_socket:
-            from runv.console import open_for_socket
+            from runv.host.console import open_for_socket
 
             slave = open_for_socket(console_socket)
             return cls(slave, os.dup(slave), None, terminal=True)
@@ -67,7 +67,7 @@ class Relay:
     def attach(self, shim: Any, stream: int) -> None:
         self.shim, self.stream = shim, stream
         if self.terminal and self.stdin is not None and os.isatty(self.stdin):
-            from runv.console import winsize
+            from runv.host.console import winsize
 
             rows, cols = winsize(self.stdin)
             if rows and cols:

@@ -17,14 +17,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
-from runv import log, proc
+from runv import log
 from runv.agent import protocol as P
 from runv.agent.protocol import Msg
 from runv.errors import AgentError, QemuError, RunvError
 from runv.guest_text import printable
-from runv.shim_client import REQUEST_TIMEOUT
+from runv.host import proc
+from runv.sandbox.client import REQUEST_TIMEOUT
+from runv.sandbox.relay import Relay
 from runv.state import State, StateDir
-from runv.stdio import Relay
 
 BOOT_TIMEOUT = 120.0      # TCG on a busy 2-core host can be slow
 SHUTDOWN_TIMEOUT = 5.0
@@ -291,7 +292,7 @@ class Shim:
     # --- the control socket -------------------------------------------------
 
     def serve_control(self) -> None:
-        from runv.shim_client import SOCKET
+        from runv.sandbox.client import SOCKET
 
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         os.chdir(self.sd.path)  # bind relatively: the absolute path may be too long
@@ -440,7 +441,7 @@ class Shim:
 
     def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None],
               fail: Callable[[str], None]) -> None:
-        from runv.agent.spec import exec_payload
+        from runv.agent.records import exec_payload
 
         process = req["process"]
         try:
@@ -481,7 +482,7 @@ class Shim:
         request = self.request(Msg.EXEC, stream, payload, cb, failed)
 
     def _hook(self, kind: str, fatal: bool = True) -> None:
-        from runv import hooks
+        from runv.host import hooks
 
         state = {"ociVersion": "1.0.2", "id": self.state.id, "status": self.state.status,
                  "pid": self.state.pid, "bundle": self.state.bundle,
@@ -494,7 +495,7 @@ class Shim:
     def window_changed(self) -> None:
         relay = self.relays.get(1)
         if relay and relay.terminal and relay.stdin is not None:
-            from runv.console import winsize
+            from runv.host.console import winsize
 
             rows, cols = winsize(relay.stdin)
             if rows and cols:
@@ -600,13 +601,15 @@ def expect_ok(vm: Any, decoder: P.Decoder, timeout: float) -> P.Frame:
 
 def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int | None,
          fresh_netns: bool) -> Shim:
-    from runv import assets, hooks, mounts, resources, staging
-    from runv.accel import choose
-    from runv.agent.spec import create_payload
+    from runv.agent.records import create_payload
+    from runv.host import hooks
+    from runv.oci import mounts, resources
+    from runv.oci.config import explained, validate
+    from runv.qemu import assets
     from runv.qemu import vm as qemu_vm
+    from runv.qemu.accel import choose
     from runv.qemu.cmdline import Machine
-
-    from runv.config import explained, validate
+    from runv.sandbox import staging
 
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
@@ -657,7 +660,7 @@ def boot(sd: StateDir, state: State, bundle: Any, stdio: Relay, host_netns: int 
         version, name = P.parse_ready(ready.payload)
         if version != P.VERSION:
             raise QemuError(f"guest agent {printable(name)} speaks protocol {version}, runv speaks {P.VERSION}")
-        from runv.network import netif_records
+        from runv.host.network import netif_records
 
         for nic in nics:
             vm.agent.sendall(P.encode(Msg.NETIF, 0, netif_records(nic)))
@@ -703,7 +706,7 @@ def _join_network(state: State, fresh_netns: bool) -> list[Any]:
         return []  # the host's network: the VM gets no NIC (a VM cannot share it)
     if fresh_netns and not state.hooks:
         return []  # a namespace we just made, that no hook could fill: only lo
-    from runv import network
+    from runv.host import network
 
     return network.setup()
 
@@ -712,7 +715,7 @@ def _open_taps(nics: list[Any]) -> list[int]:
     """An fd on each NIC's tap, for QEMU."""
     if not nics:
         return []
-    from runv import network
+    from runv.host import network
 
     fds: list[int] = []
     try:
@@ -727,7 +730,7 @@ def _open_taps(nics: list[Any]) -> list[int]:
 
 def _leave_network(nics: list[Any]) -> None:
     if nics:
-        from runv import network
+        from runv.host import network
 
         network.teardown(nics)
 
@@ -747,7 +750,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
         _join_cgroup(bundle.config, state)
         sd.write(state)  # so that a failed create can find the cgroup to remove
         _host_namespaces(bundle.config)
-        from runv import staging
+        from runv.sandbox import staging
 
         staging.private_namespace()  # before the shares are staged, and QEMU forked
         stdio = Relay.for_init(bundle.config, console_socket)
@@ -784,7 +787,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
 def _explain(e: BaseException, config: Any) -> dict[str, Any]:
     """An unexpected error before the schema check ran is most likely a malformed
     config: then the schema's message names the field, else it is a bug."""
-    from runv.config import validate
+    from runv.oci.config import validate
 
     try:
         validate(config)
@@ -815,7 +818,7 @@ def _close_fds(keep: set[int]) -> None:
 
 def _join_cgroup(config: dict[str, Any], state: State) -> None:
     """Put the shim (and so QEMU, its child) in the container's host cgroup."""
-    from runv import cgroups
+    from runv.host import cgroups
 
     cg = cgroups.setup(config, state.id, os.getpid())
     state.cgroup = ":".join(cg.dirs)
@@ -827,7 +830,7 @@ def _is_int(v: Any) -> bool:
 
 
 # Namespaces the shim joins or makes, so that host-side views of the container match.
-# Not the mount namespace: the shim always makes its own (runv.staging) and never
+# Not the mount namespace: the shim always makes its own (runv.sandbox.staging) and never
 # joins one by path (it needs the host's filesystem); a path is only checked.
 HOST_NAMESPACES = ("ipc", "uts", "cgroup")
 
@@ -836,7 +839,7 @@ def _host_namespaces(config: dict[str, Any]) -> None:
     """The shim (the container's pid on the host) joins or makes the ipc, uts and
     cgroup namespaces the config names, so that host-side views of the container
     match. The guest makes its own for the processes inside."""
-    from runv import syscalls
+    from runv.host import syscalls
 
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         kind = ns.get("type", "")
@@ -856,7 +859,7 @@ def _host_namespaces(config: dict[str, Any]) -> None:
 
 def _check_namespace_type(path: str, kind: str) -> None:
     """`path` must be a namespace of the kind named: a /proc link or a bind mount of one."""
-    from runv import syscalls
+    from runv.host import syscalls
 
     try:
         flag = syscalls.namespace_type(path)
@@ -871,7 +874,7 @@ def _check_namespace_type(path: str, kind: str) -> None:
 
 def _network_namespace(config: dict[str, Any], state: State) -> bool:
     """Join the network namespace the config names, or make a new one (then True)."""
-    from runv import syscalls
+    from runv.host import syscalls
 
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         if ns.get("type") != "network":

@@ -25,8 +25,8 @@ import os
 import stat
 from dataclasses import dataclass
 
-from runv import syscalls
 from runv.errors import RunvError
+from runv.host import syscalls
 from runv.qemu.cmdline import Share
 
 DIRNAME = "shares"  # in the state dir

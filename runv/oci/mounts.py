@@ -1,14 +1,14 @@
 """Map the config's mounts onto the VM: host bind sources become 9p shares
-(staged by runv.staging), the rest are mounted by the agent inside the guest."""
+(staged by runv.sandbox.staging), the rest are mounted by the agent inside the guest."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from runv.agent.spec import MS_RDONLY, mount_record, parse_mount_options
+from runv.agent.records import MS_RDONLY, mount_record, parse_mount_options
 from runv.errors import SpecError
-from runv.staging import Bind
+from runv.sandbox.staging import Bind
 
 SHARES_DIR = "/run/shares"  # in the guest, outside the container's root
 
@@ -42,7 +42,7 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
 
 def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], recursive: bool) -> str:
     """Export a bind mount's host source and return its path in the guest: the
-    share holds the source alone, under its basename (runv.staging)."""
+    share holds the source alone, under its basename (runv.sandbox.staging)."""
     host = source if os.path.isabs(source) else os.path.join(bundle, source)
     if not os.path.exists(host):
         raise SpecError(f"mount source {source}: no such file or directory")

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runv import cgroup_check
-from runv.cgroup_check import CgroupError
+from runv.oci import cgroup_check
+from runv.oci.cgroup_check import CgroupError
 
 ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/runv"
@@ -224,7 +224,7 @@ def _processes(d: str) -> set[int]:
 
 
 def check(res: Any) -> None:
-    """linux.resources value by value (runv.cgroup_check: any JSON gives one
+    """linux.resources value by value (runv.oci.cgroup_check: any JSON gives one
     CgroupError), then the huge page sizes against this host's."""
     cgroup_check.check(res)
     for h in (res or {}).get("hugepageLimits") or []:

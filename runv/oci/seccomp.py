@@ -337,7 +337,7 @@ def _entries(syscalls: Any) -> list[_Entry]:
 
 def compile_profile(seccomp: Any) -> Program:
     """The BPF program of an OCI `linux.seccomp` object."""
-    from runv import syscall_table
+    from runv.oci import syscall_table
 
     if not isinstance(seccomp, dict):
         raise SpecError("seccomp: linux.seccomp must be an object")

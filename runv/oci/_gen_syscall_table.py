@@ -1,9 +1,9 @@
-"""Generate runv/syscall_table.py from the kernel's uapi headers (linux-libc-dev).
+"""Generate runv/oci/syscall_table.py from the kernel's uapi headers (linux-libc-dev).
 
 Run once when the headers change, and commit the output; runv never parses
 headers at run time:
 
-    python3 runv/_gen_syscall_table.py > runv/syscall_table.py
+    python3 runv/oci/_gen_syscall_table.py > runv/oci/syscall_table.py
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def main() -> None:
         version = "unknown"
     w = sys.stdout.write
     w('"""System call numbers per seccomp architecture (generated: do not edit).\n\n')
-    w(f"From the uapi headers of linux-libc-dev {version} by runv/_gen_syscall_table.py.\n")
+    w(f"From the uapi headers of linux-libc-dev {version} by runv/oci/_gen_syscall_table.py.\n")
     w('X32 numbers include __X32_SYSCALL_BIT, as seccomp_data.nr shows them."""\n\n')
     for arch, path in HEADERS.items():
         table = parse(path)

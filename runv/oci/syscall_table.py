@@ -1,6 +1,6 @@
 """System call numbers per seccomp architecture (generated: do not edit).
 
-From the uapi headers of linux-libc-dev 6.1.192-2 by runv/_gen_syscall_table.py.
+From the uapi headers of linux-libc-dev 6.1.192-2 by runv/oci/_gen_syscall_table.py.
 X32 numbers include __X32_SYSCALL_BIT, as seccomp_data.nr shows them."""
 
 X86_64: dict[str, int] = {

@@ -8,9 +8,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from runv import syscalls
 from runv.agent.protocol import MAX_PAYLOAD, Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
-from runv.syscalls import CLONE_NEWNS, CLONE_NEWUSER
+from runv.host import syscalls
+from runv.host.syscalls import CLONE_NEWNS, CLONE_NEWUSER
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 0x10, 0x20, 0x40, 0x80
@@ -98,7 +98,7 @@ def process_records(process: dict[str, Any]) -> bytes:
     out.append(rec_u32(Tag.TERMINAL, int(bool(process.get("terminal")))))
     out += [record(Tag.RLIMIT, struct.pack("<IQQ", res, soft, hard))
             for res, soft, hard in rlimits(process.get("rlimits"))]
-    from runv.capabilities import masks
+    from runv.oci.capabilities import masks
 
     out.append(record(Tag.CAPS, struct.pack("<5Q", *masks(process.get("capabilities")))))
     if process.get("noNewPrivileges"):
@@ -196,7 +196,7 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
     if linux.get("rootfsPropagation") in PROPAGATION:
         out.append(rec_u32(Tag.ROOT_PROPAGATION, PROPAGATION[linux["rootfsPropagation"]]))
     if linux.get("seccomp") is not None:
-        from runv.seccomp import compile_profile
+        from runv.oci.seccomp import compile_profile
 
         program = compile_profile(linux["seccomp"])
         out.append(record(Tag.SECCOMP, program.filter))
@@ -210,7 +210,7 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
 def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
     """linux.resources as knobs of the container's cgroup inside the guest
     (cgroup v2): what bounds the container's own processes, where the host
-    cgroup (runv.cgroups) bounds the whole VM. cpusets and hugetlb stay on the
+    cgroup (runv.host.cgroups) bounds the whole VM. cpusets and hugetlb stay on the
     host: the guest has its own CPU numbering and no huge pages."""
     res = linux.get("resources") or {}
     mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}

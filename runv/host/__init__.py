@@ -1,0 +1,1 @@
+"""The host side of a container outside its VM: cgroups, network, hooks, syscalls."""

@@ -1,0 +1,1 @@
+"""The OCI bundle: config.json read, checked and turned into what the VM needs."""
