@@ -25,6 +25,14 @@ class InvalidState(RunvError):
     pass
 
 
+class InvalidTransition(InvalidState):
+    """A status change that runv.status.TRANSITIONS does not allow."""
+
+    def __init__(self, container_id: str, old: str, new: str) -> None:
+        super().__init__(f"container {container_id} cannot go from {old} to {new}")
+        self.old, self.new = old, new
+
+
 class InvalidArgument(RunvError):
     pass
 

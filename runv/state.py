@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from runv.errors import CorruptState, Exists, InvalidArgument, NotFound
 from runv.ocistate import well_formed
+from runv.status import Status, transition
 
 DEFAULT_ROOT = "/run/runv"
 MAX_ID_LEN = 255  # the id names a directory (state, cgroup): NAME_MAX
@@ -49,6 +50,12 @@ class State:
     hooks: dict = field(default_factory=dict)
     cgroup: str = ""  # the cgroups the shim joined, ":"-separated
     cgroup_made: list[str] | None = None  # the cgroup dirs runv made, to remove (None: old state)
+
+    def move(self, to: Status, exit_code: int | None = None) -> None:
+        """Change the status, if TRANSITIONS allows it (else InvalidTransition)."""
+        self.status = transition(self.id, Status(self.status), to).value
+        if to is Status.STOPPED:
+            self.exit_code = exit_code
 
 
 def _reason(e: Exception) -> str:

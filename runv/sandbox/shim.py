@@ -26,6 +26,7 @@ from runv.host import proc
 from runv.sandbox.client import REQUEST_TIMEOUT
 from runv.sandbox.relay import Relay
 from runv.state import State, StateDir
+from runv.status import Status
 
 BOOT_TIMEOUT = 120.0      # TCG on a busy 2-core host can be slow
 SHUTDOWN_TIMEOUT = 5.0
@@ -266,10 +267,10 @@ class Shim:
             # not read must not stop the shim.
             relay.when_drained(done) if relay else done()
             return
+        if self.exit_code is not None:
+            return  # the VM is being stopped already (a SIGKILL while paused)
         self.exit_code = code
-        self.state.status = "stopped"
-        self.state.exit_code = code
-        self._save()
+        self._move(Status.STOPPED, code)
         self.send(Msg.SHUTDOWN)
         self.shutdown_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
 
@@ -357,15 +358,20 @@ class Shim:
                     answer(on_ok(f))
             return cb
 
-        if op != "exec" or self.exit_code is not None or self.state.status == "paused":
+        status = Status(self.state.status)
+        if op != "exec" or self.exit_code is not None or status is Status.PAUSED:
             for fd in fds:
                 os.close(fd)
         try:
             if self.exit_code is not None and op in ("start", "kill", "ps", "pause", "resume", "exec"):
                 answer({"error": "container not running", "kind": "InvalidState"})
-            elif self.state.status == "paused" and op in ("start", "ps", "exec"):
+            elif status is Status.PAUSED and op in ("start", "ps", "exec"):
                 answer({"error": f"container {self.state.id} is paused", "kind": "InvalidState"})
             elif op == "start":
+                if not status.can_start():
+                    answer({"error": f"cannot start container {self.state.id} in {status.value} state",
+                            "kind": "InvalidState"})
+                    return
                 try:
                     self._hook("startContainer")
                 except RunvError as e:
@@ -373,8 +379,8 @@ class Shim:
                     return
 
                 def started(f: P.Frame) -> dict[str, Any]:
-                    self.state.status = "running"
-                    self._save()
+                    if self.state.status == Status.CREATED:  # not if the init exited meanwhile
+                        self._move(Status.RUNNING)
                     self._hook("poststart", fatal=False)
                     return {"ok": True}
                 self.request(Msg.START, 1, b"", agent_reply(started), fail)
@@ -411,7 +417,7 @@ class Shim:
         def stop_vm() -> None:
             self._stop_vm(KILLED, "SIGKILL")
             answer({"ok": True})
-        if self.state.status == "paused":
+        if self.state.status == Status.PAUSED:
             if fatal:
                 stop_vm()
             elif len(self.paused_signals) < 1024:
@@ -434,9 +440,7 @@ class Shim:
         log.debug(f"container {self.state.id}: stopping the VM: {why}")
         if self.exit_code is None:
             self.exit_code = code
-            self.state.status = "stopped"
-            self.state.exit_code = code
-            self._save()
+            self._move(Status.STOPPED, code)
         self.vm.kill()
 
     def _exec(self, req: dict[str, Any], fds: list[int], answer: Callable[..., None],
@@ -504,14 +508,17 @@ class Shim:
     def _pause(self, pause: bool) -> dict[str, Any]:
         from runv.qemu.qmp import QMP
 
+        to = Status.PAUSED if pause else Status.RUNNING
+        if not Status(self.state.status).can_move(to):
+            return {"error": f"cannot {'pause' if pause else 'resume'} container {self.state.id} "
+                             f"in {self.state.status} state", "kind": "InvalidState"}
         if self.qmp is None:
             self.qmp = QMP(self.vm.qmp)
         try:
             self.qmp.execute("stop" if pause else "cont")
         except (QemuError, OSError) as e:
             return {"error": str(e), "kind": "QemuError"}
-        self.state.status = "paused" if pause else "running"
-        self._save()
+        self._move(to)
         if not pause:
             for stream, signo, all_ in sorted(self.paused_signals):
                 self.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), lambda f: None)
@@ -543,10 +550,13 @@ class Shim:
             if not self.broken:
                 log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
             self.exit_code = QEMU_DIED
-            self.state.status = "stopped"
-            self.state.exit_code = QEMU_DIED
-            self._save()
+            self._move(Status.STOPPED, QEMU_DIED)
         return self.exit_code
+
+    def _move(self, to: Status, exit_code: int | None = None) -> None:
+        """The container's status changes only here, and only as runv.status allows."""
+        self.state.move(to, exit_code)
+        self._save()
 
     def _save(self) -> None:
         try:
@@ -763,7 +773,7 @@ def main(sd: StateDir, state: State, bundle: Any, console_socket: str | None, sy
             os.close(null)
         shim = boot(sd, state, bundle, stdio, host_netns, fresh_netns)
         os.close(host_netns)
-        state.status = "created"
+        state.move(Status.CREATED)
         sd.write(state)
         shim.serve_control()
         _report(sync_fd, {"ok": True, "pid": state.pid})

@@ -110,3 +110,32 @@ def test_light_paths_stay_light(tmp_path, argv):
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": repo})
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_transition_table():
+    """Every move the table allows works; every other raises one error naming both states."""
+    from runv.errors import InvalidTransition
+    from runv.status import TRANSITIONS
+
+    allowed = {(Status.CREATING, Status.CREATED), (Status.CREATING, Status.STOPPED),
+               (Status.CREATED, Status.RUNNING), (Status.CREATED, Status.STOPPED),
+               (Status.RUNNING, Status.PAUSED), (Status.RUNNING, Status.STOPPED),
+               (Status.PAUSED, Status.RUNNING), (Status.PAUSED, Status.STOPPED)}
+    assert {(a, b) for a, tos in TRANSITIONS.items() for b in tos} == allowed
+    for old in Status:
+        for new in Status:
+            state = State(id="c", bundle="/b", status=old.value)
+            if (old, new) in allowed:
+                state.move(new, 3)
+                assert state.status == new.value
+                assert state.exit_code == (3 if new is Status.STOPPED else None)
+            else:
+                with pytest.raises(InvalidTransition, match=f"container c cannot go from {old.value} to {new.value}"):
+                    state.move(new)
+                assert state.status == old.value
+
+
+def test_oci_statuses_are_the_enum():
+    from runv.ocistate import STATUSES
+
+    assert STATUSES == tuple(s.value for s in Status)
