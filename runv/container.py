@@ -5,7 +5,6 @@ whose shim is gone is stopped, whatever state.json last said.
 """
 from __future__ import annotations
 
-import os
 import signal
 from dataclasses import asdict, dataclass
 

@@ -117,7 +117,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
         replies = conn.makefile("rb")
         reply = shim_client.read_reply(replies)
         if "error" in reply:
-            raise errors.AgentError(reply["error"])
+            raise errors.from_wire(reply)
         conn.settimeout(None)  # the process runs as long as it likes
         if detach:
             waiter = _fork_waiter(replies)

@@ -66,10 +66,7 @@ def _fork_shim(sd: StateDir, state: State, bundle, console_socket: str | None) -
         reply = {"error": "the shim sent garbage while starting"}
     if "error" in reply:
         os.waitpid(pid, 0)
-        kind = getattr(errors, reply.get("kind", ""), errors.RunvError)
-        if not (isinstance(kind, type) and issubclass(kind, errors.RunvError)):
-            kind = errors.RunvError
-        raise kind(reply["error"])
+        raise errors.from_wire(reply)
     return pid
 
 

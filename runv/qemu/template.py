@@ -33,14 +33,13 @@ import fcntl
 import hashlib
 import json
 import os
-import selectors
 import shutil
 import tempfile
 import time
 from typing import Any
 
 from runv.agent import protocol as P
-from runv.agent.protocol import Msg
+from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.qemu import vm as qemu_vm
 from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share, Tap
@@ -51,7 +50,6 @@ BOOT_TIMEOUT = 60.0      # the template VM's boot to READY
 SAVE_TIMEOUT = 60.0      # writing the migration stream
 RESTORE_TIMEOUT = 30.0   # a restored VM running again
 STATE = "state"
-SEED_BYTES = 64
 
 
 def root() -> str:
@@ -128,17 +126,6 @@ def supported(machine: Machine) -> bool:
 
 
 # --- ensure: find or make the template ---------------------------------------------
-
-def prepare(assets: Any, accel: str) -> str | None:
-    """Make (or find) the template of the commonest shape, a bundle without bind
-    mounts, resource limits or NICs, as shim.boot builds its machine: for
-    `runv check --prepare` at install time, so that no container pays for it."""
-    from runv.oci.resources import DEFAULT_MEMORY_MB
-
-    m = Machine(assets.qemu, assets.kernel, assets.initrd, accel=accel,
-                memory_mb=DEFAULT_MEMORY_MB, cpus=1, devices=[Share(P.SHARE_ROOT_TAG, "/")])
-    return ensure(m, wait=True, retry=True)
-
 
 def ensure(machine: Machine, port_name: str = P.PORT_NAME, wait: bool = False,
            retry: bool = False) -> str | None:
@@ -250,9 +237,7 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
     t0 = time.monotonic()
     vm = qemu_vm.launch(m, port_name, stage)
     try:
-        ready = _await_frame(vm, P.Decoder(), BOOT_TIMEOUT)
-        if ready.type != Msg.READY:
-            raise QemuError(f"the template's agent sent {ready.type.name} before READY")
+        Handshake.start(vm, BOOT_TIMEOUT)
         boot_s = time.monotonic() - t0
         # Save it running: a restored VM then runs as soon as it is loaded.
         qmp = QMP(vm.qmp, timeout=SAVE_TIMEOUT)
@@ -299,14 +284,8 @@ def _check(machine: Machine, port_name: str, stage: str) -> float:
     t0 = time.monotonic()
     vm = restore(m, os.path.join(stage, STATE), port_name, run)
     try:
-        ready = _await_frame(vm, P.Decoder(), RESTORE_TIMEOUT)
-        took = time.monotonic() - t0
-        if ready.type != Msg.READY:
-            raise QemuError(f"the restored agent sent {ready.type.name}, not READY")
-        version, name = P.parse_ready(ready.payload)
-        if version != P.VERSION:
-            raise QemuError(f"the restored agent {name} speaks protocol {version}, runv {P.VERSION}")
-        return round(took, 3)
+        Handshake.start(vm, RESTORE_TIMEOUT)
+        return round(time.monotonic() - t0, 3)
     finally:
         vm.kill()
         vm.agent.close()
@@ -353,12 +332,9 @@ def discard(template_path: str, reason: str) -> None:
 
 # --- restore -------------------------------------------------------------------------
 
-def restore(machine: Machine, template_path: str, port_name: str, state_dir: str,
-            hello: bool = True) -> qemu_vm.VM:
-    """A VM like vm.launch's, resumed from the template instead of booted. With
-    `hello`, wait until the guest runs and send HELLO, so that its READY follows;
-    without, the caller calls greet(vm) before waiting for READY (to overlap its
-    own work with the restore)."""
+def restore(machine: Machine, template_path: str, port_name: str, state_dir: str) -> qemu_vm.VM:
+    """A VM like vm.launch's, resumed from the template instead of booted: once
+    the guest runs it gets HELLO, so that its READY follows."""
     made_for = os.path.basename(os.path.dirname(template_path))
     try:
         key = template_key(machine, port_name)
@@ -373,12 +349,11 @@ def restore(machine: Machine, template_path: str, port_name: str, state_dir: str
                             extra_args=["-incoming", f"fd:{fd}"], extra_fds=(fd,))
     finally:
         os.close(fd)
-    if hello:
-        try:
-            greet(vm)
-        except BaseException:
-            vm.kill()
-            raise
+    try:
+        greet(vm)
+    except BaseException:
+        vm.kill()
+        raise
     return vm
 
 
@@ -394,27 +369,4 @@ def greet(vm: qemu_vm.VM, timeout: float = RESTORE_TIMEOUT) -> None:
     except (QemuError, OSError) as e:
         vm.wait(2.0)
         raise QemuError(f"restoring the VM failed: {vm.failure() if vm.exited() else e}") from None
-    vm.agent.sendall(P.encode(Msg.HELLO, 0, P.hello_payload(time.time_ns(), os.urandom(SEED_BYTES))))
-
-
-def _await_frame(vm: qemu_vm.VM, decoder: P.Decoder, timeout: float) -> P.Frame:
-    """The agent's first frame; QemuError if QEMU dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(vm.agent, selectors.EVENT_READ)
-        sel.register(vm.pidfd, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise QemuError(f"no READY within {timeout:.0f} s (last console line: {vm.failure()})")
-            events = sel.select(left)
-            if any(k.fileobj is vm.agent for k, _ in events):
-                data = vm.agent.recv(65536)
-                if data:
-                    frames = decoder.feed(data)
-                    if frames:
-                        return frames[0]
-                    continue
-            if events:
-                vm.wait(2.0)
-                raise QemuError(f"the VM stopped: {vm.failure()}")
+    hello(vm.agent)

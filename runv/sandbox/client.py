@@ -13,16 +13,6 @@ SOCKET = "shim.sock"
 REQUEST_TIMEOUT = 10.0
 REPLY_TIMEOUT = REQUEST_TIMEOUT + 10.0
 
-_ERRORS = {
-    "NotFound": errors.NotFound,
-    "InvalidArgument": errors.InvalidArgument,
-    "SpecError": errors.SpecError,
-    "InvalidState": errors.InvalidState,
-    "AgentError": errors.AgentError,
-    "QemuError": errors.QemuError,
-}
-
-
 def connect(state_dir: str, timeout: float | None = REPLY_TIMEOUT):
     """A socket connected to the shim of the container in `state_dir`."""
     import socket
@@ -63,5 +53,5 @@ def call(state_dir: str, op: str, timeout: float = REPLY_TIMEOUT, **args: Any) -
             raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
         reply = read_reply(s.makefile("rb"))
     if "error" in reply:
-        raise _ERRORS.get(reply.get("kind", ""), errors.RunvError)(reply["error"])
+        raise errors.from_wire(reply)
     return reply

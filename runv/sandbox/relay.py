@@ -13,12 +13,18 @@ import os
 import select
 import selectors
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from runv.agent import protocol as P
+from runv.agent.link import Handler, Link, Watch
 from runv.agent.protocol import Msg
 
 CHUNK = 4096  # a pipe that polls writable takes this much without blocking
+
+
+def _unwatched(fileobj: Any, events: int, handler: Handler | None) -> None:
+    """The watch of a relay not attached yet: nothing to watch with."""
 
 
 def _pollable(fd: int) -> bool:
@@ -50,7 +56,8 @@ class Relay:
         self.out: dict[int, int | None] = {1: stdout, 2: stderr}
         self.buf: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
         self.unacked = 0
-        self.shim: Any = None
+        self.link: Link  # set by attach()
+        self.watch: Watch = _unwatched
         self.stream = 0
         self._drained: Callable[[], None] | None = None
 
@@ -64,14 +71,15 @@ class Relay:
             return cls(slave, os.dup(slave), None, terminal=True)
         return cls(_open_fd(0), _open_fd(1), _open_fd(2), terminal=terminal)
 
-    def attach(self, shim: Any, stream: int) -> None:
-        self.shim, self.stream = shim, stream
+    def attach(self, link: Link, watch: Watch, stream: int) -> None:
+        """Relay this process's stdio on `stream` of the agent link; `watch` is the event loop's."""
+        self.link, self.watch, self.stream = link, watch, stream
         if self.terminal and self.stdin is not None and os.isatty(self.stdin):
             from runv.host.console import winsize
 
             rows, cols = winsize(self.stdin)
             if rows and cols:
-                shim.send(Msg.WINSIZE, stream, P.winsize_payload(rows, cols))
+                link.send(Msg.WINSIZE, stream, P.winsize_payload(rows, cols))
         self._watch_stdin()
 
     # --- stdin: host -> guest ----------------------------------------------
@@ -84,7 +92,7 @@ class Relay:
             while self.stdin is not None and self.unacked < P.WINDOW:
                 self._read_stdin(selectors.EVENT_READ)
             return
-        self.shim._set(self.stdin, selectors.EVENT_READ if want else 0, self._read_stdin)
+        self.watch(self.stdin, selectors.EVENT_READ if want else 0, self._read_stdin)
 
     def _read_stdin(self, mask: int) -> None:
         try:
@@ -94,14 +102,14 @@ class Relay:
         except OSError:
             data = b""
         if not data:
-            self.shim._set(self.stdin, 0, None) if _pollable(self.stdin) else None
+            self.watch(self.stdin, 0, None) if _pollable(self.stdin) else None
             self.stdin = None
-            self.shim.send(Msg.STDIN, self.stream, b"")
+            self.link.send(Msg.STDIN, self.stream, b"")
             return
         self.unacked += len(data)
-        self.shim.send(Msg.STDIN, self.stream, data)
+        self.link.send(Msg.STDIN, self.stream, data)
         if self.unacked >= P.WINDOW and _pollable(self.stdin):
-            self.shim._set(self.stdin, 0, None)
+            self.watch(self.stdin, 0, None)
 
     def acked(self, which: int, nbytes: int) -> None:
         if which != 0:
@@ -120,16 +128,16 @@ class Relay:
             return  # end of stream; the fd closes when the shim exits
         # What the guest may have sent but not had acknowledged: what is still
         # buffered here, and the ACKs not yet sent to it.
-        unacked = len(self.buf[which]) + self.shim.acks.get((self.stream, which), 0)
+        unacked = len(self.buf[which]) + self.link.acks.get((self.stream, which), 0)
         if unacked + len(data) > P.WINDOW:
             raise P.ProtocolError(f"stream {self.stream} sent {unacked + len(data)} bytes of "
                                   f"output past its window of {P.WINDOW}")
         if fd is None:
-            self.shim.ack(self.stream, which, len(data))
+            self.link.ack(self.stream, which, len(data))
             return
         self.buf[which] += data
         if _pollable(fd):
-            self.shim._set(fd, selectors.EVENT_WRITE, lambda m, w=which: self._write(w))
+            self.watch(fd, selectors.EVENT_WRITE, lambda m, w=which: self._write(w))
         else:
             self._write(which, all_of_it=True)
 
@@ -145,11 +153,11 @@ class Relay:
             except OSError:
                 n = len(buf)  # the reader is gone: drop the output, keep the guest going
             del buf[:n]
-            self.shim.ack(self.stream, which, n)
+            self.link.ack(self.stream, which, n)
             if not all_of_it:
                 break
         if not buf and fd is not None and _pollable(fd):
-            self.shim._set(fd, 0, None)
+            self.watch(fd, 0, None)
         if self._drained and not any(self.buf.values()):
             then, self._drained = self._drained, None
             then()
@@ -165,14 +173,14 @@ class Relay:
         """The process has exited: no more stdin goes to it."""
         if self.stdin is not None:
             if _pollable(self.stdin):
-                self.shim._set(self.stdin, 0, None)
+                self.watch(self.stdin, 0, None)
             self.stdin = None
 
     def close(self) -> None:
         """Close the fds this relay owns (an exec's, handed over by `runv exec`)."""
         for fd in self.owned:
             try:
-                self.shim._set(fd, 0, None) if self.shim else None
+                self.watch(fd, 0, None)
                 os.close(fd)
             except (OSError, ValueError, KeyError):
                 pass

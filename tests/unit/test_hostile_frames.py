@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runv.agent import protocol as P
+from runv.agent.link import ACK_BATCH
 from runv.agent.protocol import Msg
 from runv.guest_text import LIMIT, printable
 from runv.sandbox.client import REQUEST_TIMEOUT
 from runv.sandbox.relay import Relay
-from runv.sandbox.shim import ACK_BATCH, Shim
+from runv.sandbox.sandbox import Sandbox
 from runv.state import State
 
 pytestmark = pytest.mark.property
@@ -62,15 +63,14 @@ class Harness:
     def __init__(self) -> None:
         self.vm = FakeVM()
         self.sd = FakeStateDir()
-        self.shim = Shim(self.sd, State(id="hostile", bundle="/b", status="running"), self.vm)
+        self.sandbox = Sandbox(self.sd, State(id="hostile", bundle="/b", status="running"), self.vm)
         self.fds: list[int] = []
         self.answers: list[object] = []
         for stream in (1, 2):
             stdin = self._pipe_with_data() if stream == 2 else None
             relay = Relay(stdin, self._pipe(), self._pipe())
-            self.shim.relays[stream] = relay
-            relay.attach(self.shim, stream)
-        self.shim.next_stream = 3
+            self.sandbox.attach(stream, relay)
+        self.sandbox.next_stream = 3
         self.request()
 
     def _pipe(self) -> int:
@@ -91,7 +91,7 @@ class Harness:
                 self.answers.append(P.parse_u32_list(f.payload))
             else:
                 self.answers.append(P.parse_error(f.payload))
-        self.shim.request(Msg.PS, 1, b"", replied, self.answers.append)
+        self.sandbox.link.request(Msg.PS, 1, b"", replied, self.answers.append)
 
     def guest_reads(self) -> bytes:
         try:
@@ -106,7 +106,7 @@ class Harness:
         self.close()
 
     def close(self) -> None:
-        self.shim.sel.close()
+        self.sandbox.loop.close()
         self.vm.agent.close()
         self.vm.guest.close()
         for fd in self.fds:
@@ -116,18 +116,18 @@ class Harness:
                 pass  # an exec's relay closed its own at exit
 
     def check_bounded(self) -> None:
-        shim = self.shim
-        assert shim.decoder.buffered <= FRAME_MAX
+        shim = self.sandbox
+        assert shim.link.decoder.buffered <= FRAME_MAX
         for relay in shim.relays.values():
             assert all(len(b) <= P.WINDOW for b in relay.buf.values())
             assert relay.unacked <= P.WINDOW
-        assert all(0 <= n <= P.WINDOW for n in shim.acks.values())
-        assert len(shim.acks) <= 2 * len(shim.relays) + 2
+        assert all(0 <= n <= P.WINDOW for n in shim.link.acks.values())
+        assert len(shim.link.acks) <= 2 * len(shim.relays) + 2
         # One request, a window of stdin per stream, a batch of ACKs.
-        assert len(shim.outq) <= FRAME_MAX + len(shim.relays) * (P.WINDOW + 2 * FRAME_MAX) + ACK_BATCH
-        if shim.broken:
+        assert len(shim.link.outq) <= FRAME_MAX + len(shim.relays) * (P.WINDOW + 2 * FRAME_MAX) + ACK_BATCH
+        if shim.link.broken:
             assert self.vm.killed
-            assert "internal error" not in shim.broken
+            assert "internal error" not in shim.link.broken
 
 
 @pytest.fixture
@@ -257,15 +257,15 @@ def run_steps(h: Harness, steps, data) -> None:
     for kind, blob in steps:
         if kind == "frames" or kind == "bytes":
             for chunk in data.draw(chunked(blob)):
-                h.shim.receive(chunk)  # never raises
+                h.sandbox.link.receive(chunk)  # never raises
         elif kind == "host writes":
-            h.shim._flush_agent()
+            h.sandbox.link.flush()
         elif kind == "guest reads":
             h.guest_reads()
-        elif kind == "request" and not h.shim.broken:
+        elif kind == "request" and not h.sandbox.link.broken:
             h.request()
         elif kind == "time passes":
-            h.shim._expire_requests(float("inf"))
+            h.sandbox.expire(float("inf"))
         h.check_bounded()
 
 
@@ -275,9 +275,9 @@ def test_output_past_the_window_is_cut_off(sizes):
     with Harness() as h:
         sent = 0
         for n in sizes:
-            h.shim.receive(P.encode(Msg.STDOUT, 1, b"o" * n))
+            h.sandbox.link.receive(P.encode(Msg.STDOUT, 1, b"o" * n))
             sent += n
-            assert h.shim.broken is None if sent <= P.WINDOW else "past its window" in h.shim.broken
+            assert h.sandbox.link.broken is None if sent <= P.WINDOW else "past its window" in h.sandbox.link.broken
             h.check_bounded()
 
 
@@ -286,32 +286,32 @@ def test_honest_guest_within_its_window_is_served(harness):
     h = harness
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     h.fds += [r, w]
-    h.shim.relays[1].out[1] = w
+    h.sandbox.relays[1].out[1] = w
     total = 0
     for _ in range(8):
-        h.shim.receive(P.encode(Msg.STDOUT, 1, b"o" * P.MAX_PAYLOAD) * (P.WINDOW // P.MAX_PAYLOAD))
+        h.sandbox.link.receive(P.encode(Msg.STDOUT, 1, b"o" * P.MAX_PAYLOAD) * (P.WINDOW // P.MAX_PAYLOAD))
         total += P.WINDOW
-        while h.shim.relays[1].buf[1]:
-            h.shim.relays[1]._write(1)
+        while h.sandbox.relays[1].buf[1]:
+            h.sandbox.relays[1]._write(1)
             total -= len(os.read(r, 1 << 20))
-        h.shim._flush_agent()
+        h.sandbox.link.flush()
         acks = P.Decoder().feed(h.guest_reads())
         assert sum(P.parse_ack(f.payload)[1] for f in acks if f.type == Msg.ACK) == P.WINDOW
-    assert h.shim.broken is None and total == 0
+    assert h.sandbox.link.broken is None and total == 0
 
 
 def test_acks_merge_while_the_guest_does_not_read(harness):
     """A guest that floods tiny frames to an output the host drops and never
     reads its port: the ACK queue does not grow frame by frame."""
     h = harness
-    h.shim.relays[1].out[1] = None
+    h.sandbox.relays[1].out[1] = None
     for _ in range(3):
-        h.shim.receive(P.encode(Msg.STDOUT, 1, b"x") * 1000)
-        h.shim._flush_agent()
-    outq = len(h.shim.outq)
-    h.shim.receive(P.encode(Msg.STDOUT, 1, b"x") * 1000)
-    h.shim._flush_agent()
-    assert len(h.shim.outq) <= outq + P.HEADER_SIZE + 8
+        h.sandbox.link.receive(P.encode(Msg.STDOUT, 1, b"x") * 1000)
+        h.sandbox.link.flush()
+    outq = len(h.sandbox.link.outq)
+    h.sandbox.link.receive(P.encode(Msg.STDOUT, 1, b"x") * 1000)
+    h.sandbox.link.flush()
+    assert len(h.sandbox.link.outq) <= outq + P.HEADER_SIZE + 8
     h.check_bounded()
 
 
@@ -336,26 +336,26 @@ def test_acks_merge_while_the_guest_does_not_read(harness):
 ])
 def test_protocol_errors_stop_the_vm(harness, frame, reason):
     h = harness
-    h.shim.receive(frame)
+    h.sandbox.link.receive(frame)
     assert h.vm.killed, reason
-    log = h.shim.broken or ""
+    log = h.sandbox.link.broken or ""
     assert reason in log or reason == "malformed", log
     if reason == "malformed":
         assert h.answers == ["the guest agent broke the protocol"] or \
             h.answers == ["the guest agent sent a malformed reply"]
-    h.shim.receive(raw(Msg.OK, 1, b""))  # ignored from now on
+    h.sandbox.link.receive(raw(Msg.OK, 1, b""))  # ignored from now on
     h.check_bounded()
 
 
 def test_a_protocol_error_ends_the_container_as_a_dead_qemu(harness):
     h = harness
-    h.shim._set(h.vm.agent, 0, None)
-    h.shim.receive(raw(999, 1, b""))
-    h.shim.vm.pidfd = os.eventfd(1)  # "readable": the loop sees the VM gone
+    h.sandbox.loop.watch(h.vm.agent, 0, None)
+    h.sandbox.link.receive(raw(999, 1, b""))
+    h.sandbox.vm.pidfd = os.eventfd(1)  # "readable": the loop sees the VM gone
     try:
-        assert h.shim.run() == 255
+        assert h.sandbox.run() == 255
     finally:
-        os.close(h.shim.vm.pidfd)
+        os.close(h.sandbox.vm.pidfd)
     assert h.sd.saved[-1] == ("stopped", 255)
     assert h.answers == ["the guest agent broke the protocol"]
 
@@ -363,20 +363,20 @@ def test_a_protocol_error_ends_the_container_as_a_dead_qemu(harness):
 def test_ack_after_an_exec_exited_is_ignored(harness):
     """The agent acknowledges stdin it dropped after the process ended."""
     h = harness
-    h.shim.receive(raw(Msg.STDOUT, 2, b"") + raw(Msg.EXIT, 2, struct.pack("<i", 0)))
-    h.shim.receive(raw(Msg.ACK, 2, struct.pack("<II", 0, 4096)))
-    assert h.shim.broken is None and 2 not in h.shim.relays
+    h.sandbox.link.receive(raw(Msg.STDOUT, 2, b"") + raw(Msg.EXIT, 2, struct.pack("<i", 0)))
+    h.sandbox.link.receive(raw(Msg.ACK, 2, struct.pack("<II", 0, 4096)))
+    assert h.sandbox.link.broken is None and 2 not in h.sandbox.relays
 
 
 def test_an_error_message_is_escaped(harness):
     h = harness
-    h.shim.receive(raw(Msg.OK, 1, b""))  # the harness's PS, answered with no pids
+    h.sandbox.link.receive(raw(Msg.OK, 1, b""))  # the harness's PS, answered with no pids
     answers = []
 
     def answer(reply, close=True):
         answers.append(reply)
-    h.shim._kill(15, False, 1, answer, lambda why: answers.append(why))
-    h.shim.receive(raw(Msg.ERROR, 1, struct.pack("<i", 3) + b"\x1b]0;owned\x07\x1b[2J" + b"A" * 5000))
+    h.sandbox.kill(15, False, 1, answer, lambda why: answers.append(why))
+    h.sandbox.link.receive(raw(Msg.ERROR, 1, struct.pack("<i", 3) + b"\x1b]0;owned\x07\x1b[2J" + b"A" * 5000))
     (why,) = answers
     assert "\x1b" not in why and "\x07" not in why and len(why) <= LIMIT + 3
 
@@ -386,39 +386,39 @@ def test_an_error_message_is_escaped(harness):
 def test_a_request_the_agent_never_answers_expires(harness):
     h = harness
     h.request()
-    now = max(r.deadline for r in h.shim.requests)
-    h.shim._expire_requests(now)
+    now = max(r.deadline for r in h.sandbox.link.requests)
+    h.sandbox.expire(now)
     assert h.answers == [f"the guest agent did not answer within {REQUEST_TIMEOUT:.0f} s"] * 2
-    assert h.shim._next_deadline() is None
+    assert h.sandbox.next_deadline() is None
     # The late reply belongs to the expired request, not to the next one.
     h.answers.clear()
     h.request()
-    h.shim.receive(raw(Msg.OK, 1, struct.pack("<I", 7)))  # the first PS's, then the second's
-    h.shim.receive(raw(Msg.OK, 1, struct.pack("<I", 8)))
-    assert h.answers[-1] == [8] and h.shim.broken is None
+    h.sandbox.link.receive(raw(Msg.OK, 1, struct.pack("<I", 7)))  # the first PS's, then the second's
+    h.sandbox.link.receive(raw(Msg.OK, 1, struct.pack("<I", 8)))
+    assert h.answers[-1] == [8] and h.sandbox.link.broken is None
 
 
 def test_sigkill_the_agent_does_not_deliver_stops_the_vm(harness):
     h = harness
     answers = []
-    h.shim._kill(signal.SIGKILL, False, 1, lambda r, close=True: answers.append(r), answers.append)
-    h.shim._expire_requests(float("inf"))
+    h.sandbox.kill(signal.SIGKILL, False, 1, lambda r, close=True: answers.append(r), answers.append)
+    h.sandbox.expire(float("inf"))
     assert h.vm.killed and h.sd.saved[-1] == ("stopped", 137)
     assert answers[0] == {"ok": True}
 
 
 def test_late_exec_reply_kills_the_process(harness):
     h = harness
-    h.shim.receive(raw(Msg.OK, 1, b""))  # the harness's PS
+    h.sandbox.link.receive(raw(Msg.OK, 1, b""))  # the harness's PS
     answers = []
-    h.shim._exec({"process": {"args": ["sh"], "cwd": "/"}, "stdio": []}, [],
-                 lambda r, close=True: answers.append(r), answers.append)
-    h.shim._expire_requests(float("inf"))
+    h.sandbox.exec({"args": ["sh"], "cwd": "/"}, [], [],
+                   lambda r, close=True: answers.append(r), answers.append)
+    h.sandbox.expire(float("inf"))
     assert answers == [f"the guest agent did not answer within {REQUEST_TIMEOUT:.0f} s"]
-    h.shim.receive(raw(Msg.OK, 3, struct.pack("<I", 42)))
-    h.shim.receive(raw(Msg.STDOUT, 3, b"unseen"))  # its stream is known, output dropped
-    assert h.shim.broken is None
-    assert h.shim.inflight.frame == P.encode(Msg.SIGNAL, 3, P.signal_payload(signal.SIGKILL))
+    h.sandbox.link.receive(raw(Msg.OK, 3, struct.pack("<I", 42)))
+    h.sandbox.link.receive(raw(Msg.STDOUT, 3, b"unseen"))  # its stream is known, output dropped
+    assert h.sandbox.link.broken is None
+    assert h.sandbox.link.inflight.frame == P.encode(Msg.SIGNAL, 3, P.signal_payload(signal.SIGKILL))
 
 
 # --- a paused VM --------------------------------------------------------------------
@@ -434,21 +434,21 @@ class FakeQMP:
 
 def test_paused_kill_and_requests(harness):
     h = harness
-    h.shim.receive(raw(Msg.OK, 1, b""))
-    h.shim.qmp = FakeQMP()
-    assert h.shim._pause(True) == {"ok": True}
+    h.sandbox.link.receive(raw(Msg.OK, 1, b""))
+    h.sandbox.qmp = FakeQMP()
+    assert h.sandbox.pause(True) == {"ok": True}
     answers = []
 
     def answer(reply, close=True):
         answers.append(reply)
-    h.shim._kill(signal.SIGTERM, False, 1, answer, answers.append)
-    assert answers == [{"ok": True}] and h.shim.inflight is None  # held until resume
-    h.shim._pause(False)
-    assert h.shim.inflight.frame == P.encode(Msg.SIGNAL, 1, P.signal_payload(signal.SIGTERM))
-    h.shim.receive(raw(Msg.OK, 1, b""))
-    h.shim._pause(True)
+    h.sandbox.kill(signal.SIGTERM, False, 1, answer, answers.append)
+    assert answers == [{"ok": True}] and h.sandbox.link.inflight is None  # held until resume
+    h.sandbox.pause(False)
+    assert h.sandbox.link.inflight.frame == P.encode(Msg.SIGNAL, 1, P.signal_payload(signal.SIGTERM))
+    h.sandbox.link.receive(raw(Msg.OK, 1, b""))
+    h.sandbox.pause(True)
     answers.clear()
-    h.shim._kill(signal.SIGKILL, False, 1, answer, answers.append)
+    h.sandbox.kill(signal.SIGKILL, False, 1, answer, answers.append)
     assert answers == [{"ok": True}] and h.vm.killed and h.sd.saved[-1] == ("stopped", 137)
 
 
@@ -483,16 +483,16 @@ def test_an_exec_exits_with_output_its_reader_does_not_take(harness):
     h = harness
     r, w = os.pipe2(os.O_CLOEXEC)  # blocking, as a client's stdout may be
     h.fds += [r]
-    relay = h.shim.relays[2]
+    relay = h.sandbox.relays[2]
     relay.out[1] = w
     relay.owned.add(w)
     exits = []
-    h.shim.waiters[2] = exits.append
-    h.shim.receive(raw(Msg.STDOUT, 2, b"o" * 60000) + raw(Msg.STDOUT, 2, b"o" * 60000)
+    h.sandbox.waiters[2] = exits.append
+    h.sandbox.link.receive(raw(Msg.STDOUT, 2, b"o" * 60000) + raw(Msg.STDOUT, 2, b"o" * 60000)
                    + raw(Msg.STDOUT, 2, b"") + raw(Msg.EXIT, 2, struct.pack("<i", 3 << 8)))
-    assert exits == [] and 2 in h.shim.relays and h.shim.broken is None
+    assert exits == [] and 2 in h.sandbox.relays and h.sandbox.link.broken is None
     got = 0
-    while 2 in h.shim.relays:  # the selector would call _write as the pipe drains
+    while 2 in h.sandbox.relays:  # the selector would call _write as the pipe drains
         relay._write(1)
         got += len(os.read(r, 1 << 20))
     assert exits == [3]

@@ -1,0 +1,148 @@
+"""Boot: everything from a config to a guest whose agent has created the
+container (its init waiting for START). The createRuntime, prestart and
+createContainer hooks run here, the shares are staged, the NICs joined to
+taps, and the VM restored from a template or booted."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runv import log
+from runv.agent import protocol as P
+from runv.agent.link import Handshake
+from runv.agent.protocol import Msg
+from runv.errors import QemuError
+from runv.oci.config import Bundle
+from runv.qemu.cmdline import Machine
+from runv.qemu.vm import VM
+from runv.sandbox.relay import Relay
+from runv.sandbox.sandbox import INIT, Sandbox
+from runv.state import State, StateDir
+
+BOOT_TIMEOUT = 120.0      # TCG on a busy 2-core host can be slow
+
+
+def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: int | None,
+         fresh_netns: bool) -> Sandbox:
+    from runv.agent.records import create_payload
+    from runv.host import hooks
+    from runv.oci import mounts, resources
+    from runv.oci.config import explained, validate
+    from runv.qemu import assets
+    from runv.qemu.accel import choose
+    from runv.sandbox import staging
+
+    config = bundle.config
+    # With hooks to run, validate first: a hook must not see an invalid config.
+    # Otherwise validating (and importing jsonschema) overlaps the VM's boot.
+    early_validation = bool(state.hooks)
+    if early_validation:
+        validate(config)
+    size = explained(config, resources.guest_size, config)
+    plan = explained(config, mounts.plan, config, bundle.path)
+    # Built before the VM starts: a config too big for one frame fails here.
+    create = explained(config, create_payload, config, plan.records, plan.guest_dirs)
+    a = assets.require()
+    accel = choose(a)
+    state.accel = accel.accel
+    # The status these hooks see is "created", as crun and the runtime-tools suite have it.
+    hook_state = {"ociVersion": config.get("ociVersion", ""), "id": state.id, "status": "created",
+                  "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
+    hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
+    hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
+    # After the hooks: what they mounted in the rootfs or a source is exported too.
+    root_ro = bool((config.get("root") or {}).get("readonly"))
+    shares = staging.stage(sd.file(staging.DIRNAME), P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
+    nics = _join_network(state, fresh_netns)
+    taps: list[int] = []
+    try:
+        taps = _open_taps(nics)
+        machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
+                          memory_mb=size.memory_mb, cpus=size.cpus,
+                          devices=[*shares, *(nic.device(i, fd) for i, (nic, fd) in enumerate(zip(nics, taps)))])
+        log.debug(f"qemu: {' '.join(machine.argv())}")
+        vm = _restore_or_boot(machine, sd)
+    except BaseException:
+        leave_network(nics)
+        raise
+    finally:
+        for fd in taps:  # QEMU holds its own
+            os.close(fd)
+    state.qemu_pid = vm.pid
+    sd.write(state)
+    try:
+        if not early_validation:
+            validate(config)
+        agent = Handshake.start(vm, BOOT_TIMEOUT)
+        log.debug("agent ready")
+        from runv.host.network import netif_records
+
+        for nic in nics:
+            agent.call(Msg.NETIF, 0, netif_records(nic), BOOT_TIMEOUT)
+        agent.call(Msg.CREATE, INIT, create, BOOT_TIMEOUT)
+        log.debug("container created in the guest")
+        hooks.run(state.hooks, "createContainer", hook_state, bundle.path, host_netns)
+    except BaseException:
+        vm.kill()
+        leave_network(nics)
+        raise
+    sandbox = Sandbox(sd, state, vm, agent.decoder)
+    sandbox.nics = nics
+    sandbox.attach(INIT, stdio)
+    sandbox.link.take(agent.pending)
+    return sandbox
+
+
+def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:
+    """Restore the VM from a template of its shape (made on first use), or boot it.
+    RUNV_TEMPLATES=0 always boots."""
+    from runv.qemu import template
+    from runv.qemu import vm as qemu_vm
+
+    tpl = template.ensure(machine) if os.environ.get("RUNV_TEMPLATES") != "0" else None
+    if tpl:
+        try:
+            vm = template.restore(machine, tpl, P.PORT_NAME, sd.path)
+            log.debug(f"restored from {tpl}")
+            return vm
+        except QemuError as e:
+            log.debug(f"template {tpl} failed ({e}): booting")
+            template.discard(tpl, str(e))
+    return qemu_vm.launch(machine, P.PORT_NAME, sd.path)
+
+
+def _join_network(state: State, fresh_netns: bool) -> list[Any]:
+    """The NICs of the container's own network namespace, each joined to a tap."""
+    if not state.netns:
+        return []  # the host's network: the VM gets no NIC (a VM cannot share it)
+    if fresh_netns and not state.hooks:
+        return []  # a namespace we just made, that no hook could fill: only lo
+    from runv.host import network
+
+    return network.setup()
+
+
+def _open_taps(nics: list[Any]) -> list[int]:
+    """An fd on each NIC's tap, for QEMU."""
+    if not nics:
+        return []
+    from runv.host import network
+
+    fds: list[int] = []
+    try:
+        for nic in nics:
+            fds.append(network.open_tap(nic.tap))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def leave_network(nics: list[Any]) -> None:
+    if nics:
+        from runv.host import network
+
+        network.teardown(nics)
+
+

@@ -1,0 +1,67 @@
+"""The namespaces the shim (the container's pid on the host) joins or makes, so
+that host-side views of the container match what its config names. The guest
+makes its own for the processes inside; the flags are runv.host.syscalls'."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from runv.errors import RunvError
+from runv.host import syscalls
+from runv.state import State
+
+# Not the mount namespace: the shim always makes its own (runv.sandbox.staging) and never
+# joins one by path (it needs the host's filesystem); a path is only checked.
+HOST_NAMESPACES = ("ipc", "uts", "cgroup")
+
+
+def join_host_namespaces(config: dict[str, Any]) -> None:
+    """The shim (the container's pid on the host) joins or makes the ipc, uts and
+    cgroup namespaces the config names, so that host-side views of the container
+    match. The guest makes its own for the processes inside."""
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        kind = ns.get("type", "")
+        if ns.get("path"):
+            check_type(ns["path"], kind)
+        if kind not in HOST_NAMESPACES:
+            continue
+        flag = syscalls.NAMESPACE_FLAGS[kind]
+        if ns.get("path"):
+            try:
+                syscalls.setns(ns["path"], flag)
+            except OSError as e:
+                raise RunvError(f"cannot join {kind} namespace {ns['path']}: {e.strerror}") from None
+        else:
+            syscalls.unshare(flag)
+
+
+def check_type(path: str, kind: str) -> None:
+    """`path` must be a namespace of the kind named: a /proc link or a bind mount of one."""
+    try:
+        flag = syscalls.namespace_type(path)
+    except OSError as e:
+        if e.errno == errno.ENOTTY:
+            raise RunvError(f"namespace path {path} is not a namespace") from None
+        raise RunvError(f"namespace path {path}: {e.strerror}") from None
+    want = syscalls.NAMESPACE_FLAGS.get(kind)
+    if want is not None and flag != want:
+        raise RunvError(f"namespace path {path} is not a {kind} namespace")
+
+
+def join_network_namespace(config: dict[str, Any], state: State) -> bool:
+    """Join the network namespace the config names, or make a new one (then True)."""
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        if ns.get("type") != "network":
+            continue
+        if ns.get("path"):
+            check_type(ns["path"], "network")
+            try:
+                syscalls.setns(ns["path"], syscalls.CLONE_NEWNET)
+            except OSError as e:
+                raise RunvError(f"cannot join network namespace {ns['path']}: {e.strerror}") from None
+        else:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+        state.netns = f"/proc/{os.getpid()}/ns/net"
+        return not ns.get("path")
+    return False

@@ -1,0 +1,308 @@
+"""A Sandbox: one VM, its agent link, the stdio relays of the processes in it,
+and the container it holds, run by the shim's event loop until the VM is down.
+
+It is the only code in the shim that changes the container's status, and it
+does so only through State.move (runv.status.TRANSITIONS). Today a sandbox
+holds one container, whose init is stream 1; the agent's streams and the
+control requests already name a process by its stream, not by its container.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runv import errors, log
+from runv.agent import protocol as P
+from runv.agent.link import Link, agent_error
+from runv.agent.protocol import Msg
+from runv.errors import QemuError, RunvError
+from runv.qemu.vm import VM
+from runv.sandbox.client import REQUEST_TIMEOUT
+from runv.sandbox.loop import Loop
+from runv.sandbox.relay import Relay
+from runv.state import State, StateDir
+from runv.status import Status
+
+SHUTDOWN_TIMEOUT = 5.0
+QEMU_DIED = 255
+KILLED = 128 + signal.SIGKILL
+INIT = 1  # the container's init is stream 1
+MAX_PAUSED_SIGNALS = 1024
+
+Answer = Callable[..., None]      # answer(reply: dict, close: bool = True)
+Fail = Callable[[str], None]
+
+
+class Sandbox:
+    def __init__(self, sd: StateDir, state: State, vm: VM, decoder: P.Decoder | None = None) -> None:
+        self.sd = sd
+        self.state = state
+        self.vm = vm
+        self.loop = Loop()
+        self.link = Link(vm.agent, self.loop.watch, self._on_frame, self._on_cut, REQUEST_TIMEOUT, decoder)
+        self.relays: dict[int, Relay] = {}
+        self.exited: set[int] = set()
+        self.paused_signals: set[tuple[int, int, bool]] = set()
+        self.waiters: dict[int, Callable[[int], None]] = {}
+        self.next_stream = INIT + 1
+        self.nics: list[Any] = []
+        self.exit_code: int | None = None
+        self.shutdown_deadline: float | None = None
+        self.qmp: Any = None
+
+    def attach(self, stream: int, relay: Relay) -> None:
+        self.relays[stream] = relay
+        relay.attach(self.link, self.loop.watch, stream)
+
+    # --- frames from the guest --------------------------------------------------
+
+    def _on_cut(self, reason: str) -> None:
+        """Stop the VM: a guest that breaks the protocol is not talked to again.
+        The container ends as if QEMU died (unless its init had exited)."""
+        log.error(f"container {self.state.id}: the guest agent broke the protocol ({reason}): stopping the VM")
+        self.vm.kill()
+
+    def _on_frame(self, f: P.Frame) -> None:
+        if f.type in (Msg.STDOUT, Msg.STDERR):
+            self._live_relay(f).output(1 if f.type == Msg.STDOUT else 2, f.payload)
+        elif f.type == Msg.ACK:
+            which, nbytes = P.parse_ack(f.payload)
+            relay = self.relays.get(f.stream)
+            if relay:
+                relay.acked(which, nbytes)
+            elif not INIT < f.stream < self.next_stream:
+                raise P.ProtocolError(f"ACK for unknown stream {f.stream}")
+            # else: stdin the agent dropped after an exec'd process ended
+        elif f.type == Msg.EXIT:
+            self._live_relay(f)
+            self.exited.add(f.stream)
+            self._exited(f.stream, P.parse_exit(f.payload))
+        else:
+            raise P.ProtocolError(f"unexpected {f.type.name} on stream {f.stream}")
+
+    def _live_relay(self, f: P.Frame) -> Relay:
+        relay = self.relays.get(f.stream)
+        if relay is None or f.stream in self.exited:
+            raise P.ProtocolError(f"{f.type.name} for {'exited' if relay else 'unknown'} "
+                                  f"stream {f.stream}")
+        return relay
+
+    def _exited(self, stream: int, code: int) -> None:
+        log.debug(f"process {stream} exited with {code}")
+        relay = self.relays.get(stream)
+        if relay:
+            relay.finish()
+        if stream != INIT:
+            def done() -> None:
+                if relay:
+                    relay.close()
+                    del self.relays[stream]
+                waiter = self.waiters.pop(stream, None)
+                if waiter:
+                    waiter(code)
+            # Its output is written as its readers take it: a reader that does
+            # not read must not stop the shim.
+            relay.when_drained(done) if relay else done()
+            return
+        if self.exit_code is not None:
+            return  # the VM is being stopped already (a SIGKILL while paused)
+        self.exit_code = code
+        self._move(Status.STOPPED, code)
+        self.link.send(Msg.SHUTDOWN)
+        self.shutdown_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+
+    # --- what the control socket asks -------------------------------------------------
+
+    def _agent_reply(self, answer: Answer, on_ok: Callable[[P.Frame], dict[str, Any]]) -> Callable[[P.Frame], None]:
+        def cb(f: P.Frame) -> None:
+            if f.type == Msg.ERROR:
+                answer(errors.to_wire(agent_error(f)))
+            else:
+                answer(on_ok(f))
+        return cb
+
+    def start(self, answer: Answer, fail: Fail) -> None:
+        status = Status(self.state.status)
+        if not status.can_start():
+            answer(errors.to_wire(errors.InvalidState(
+                f"cannot start container {self.state.id} in {status.value} state")))
+            return
+        try:
+            self._hook("startContainer")
+        except RunvError as e:
+            answer(errors.to_wire(e))
+            return
+
+        def started(f: P.Frame) -> dict[str, Any]:
+            if self.state.status == Status.CREATED:  # not if the init exited meanwhile
+                self._move(Status.RUNNING)
+            self._hook("poststart", fatal=False)
+            return {"ok": True}
+        self.link.request(Msg.START, INIT, b"", self._agent_reply(answer, started), fail)
+
+    def ps(self, answer: Answer, fail: Fail) -> None:
+        self.link.request(Msg.PS, INIT, b"", self._agent_reply(
+            answer, lambda f: {"pids": P.parse_u32_list(f.payload)}), fail)
+
+    def kill(self, signo: int, all_: bool, stream: int, answer: Answer, fail: Fail) -> None:
+        """Signal a process of the container. A paused guest cannot take the
+        request: SIGKILL of the init (or of all) stops the VM at once, as the
+        guest would have, and the container ends with 137; other signals wait
+        until resume, as a frozen process's do. A SIGKILL of the init that the
+        agent does not acknowledge in time stops the VM too."""
+        if not 1 <= signo <= 64:
+            answer(errors.to_wire(RunvError(f"invalid signal {signo}")))
+            return
+        fatal = signo == signal.SIGKILL and (stream == INIT or all_)
+
+        def stop_vm() -> None:
+            self._stop_vm(KILLED, "SIGKILL")
+            answer({"ok": True})
+        if self.state.status == Status.PAUSED:
+            if fatal:
+                stop_vm()
+            elif len(self.paused_signals) < MAX_PAUSED_SIGNALS:
+                self.paused_signals.add((stream, signo, all_))
+                answer({"ok": True})
+            else:
+                answer(errors.to_wire(RunvError("too many signals pending for a paused container")))
+            return
+        self.link.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_),
+                          self._agent_reply(answer, lambda f: {"ok": True}), fail,
+                          stop_vm if fatal else None)
+
+    def _stop_vm(self, code: int, why: str) -> None:
+        """End the container with `code` by killing its VM."""
+        log.debug(f"container {self.state.id}: stopping the VM: {why}")
+        if self.exit_code is None:
+            self.exit_code = code
+            self._move(Status.STOPPED, code)
+        self.vm.kill()
+
+    def exec(self, process: dict[str, Any], stdio_names: list[str], fds: list[int],
+             answer: Answer, fail: Fail) -> None:
+        """Run one more process in the container on a new stream, its stdio on `fds`."""
+        from runv.agent.records import exec_payload
+
+        try:
+            payload = exec_payload(process)  # checked by `runv exec` too; this shim trusts no client
+        except Exception:
+            for fd in fds:
+                os.close(fd)
+            raise
+        stdio = dict(zip(stdio_names, fds, strict=False))
+        if process.get("terminal"):
+            pty = stdio.get("pty")
+            relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
+        else:
+            relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
+        stream = self.next_stream
+        self.next_stream += 1
+
+        def failed(why: str) -> None:
+            relay.close()
+            fail(why)
+
+        def cb(f: P.Frame) -> None:
+            if f.type == Msg.ERROR:
+                relay.close()
+                answer(errors.to_wire(agent_error(f)))
+                return
+            pid = P.parse_u32(f.payload)
+            if request.expired:
+                # Too late: the client was told it failed. The process must not
+                # run unseen; its output goes nowhere until it is killed.
+                self.attach(stream, Relay(None, None, None))
+                self.link.request(Msg.SIGNAL, stream, P.signal_payload(signal.SIGKILL), lambda f: None)
+                return
+            self.attach(stream, relay)
+            self.waiters[stream] = lambda code: answer({"exit": code})
+            answer({"ok": True, "pid": pid, "stream": stream}, close=False)
+        request = self.link.request(Msg.EXEC, stream, payload, cb, failed)
+
+    def pause(self, pause: bool) -> dict[str, Any]:
+        """Freeze or thaw the whole VM (QMP stop/cont)."""
+        from runv.qemu.qmp import QMP
+
+        to = Status.PAUSED if pause else Status.RUNNING
+        if not Status(self.state.status).can_move(to):
+            return errors.to_wire(errors.InvalidState(
+                f"cannot {'pause' if pause else 'resume'} container {self.state.id} in {self.state.status} state"))
+        if self.qmp is None:
+            self.qmp = QMP(self.vm.qmp)
+        try:
+            self.qmp.execute("stop" if pause else "cont")
+        except (QemuError, OSError) as e:
+            return errors.to_wire(e if isinstance(e, QemuError) else QemuError(str(e)))
+        self._move(to)
+        if not pause:
+            for stream, signo, all_ in sorted(self.paused_signals):
+                self.link.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), lambda f: None)
+            self.paused_signals.clear()
+        return {"ok": True}
+
+    def window_changed(self) -> None:
+        relay = self.relays.get(INIT)
+        if relay and relay.terminal and relay.stdin is not None:
+            from runv.host.console import winsize
+
+            rows, cols = winsize(relay.stdin)
+            if rows and cols:
+                self.link.send(Msg.WINSIZE, INIT, P.winsize_payload(rows, cols))
+
+    def _hook(self, kind: str, fatal: bool = True) -> None:
+        from runv.host import hooks
+
+        state = {"ociVersion": "1.0.2", "id": self.state.id, "status": self.state.status,
+                 "pid": self.state.pid, "bundle": self.state.bundle,
+                 "annotations": self.state.annotations}
+        if fatal:
+            hooks.run(self.state.hooks, kind, state, self.state.bundle)
+        else:
+            hooks.run_warn(self.state.hooks, kind, state, self.state.bundle)
+
+    # --- the main loop ------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.link.next_deadline(), self.shutdown_deadline) if d is not None]
+        return min(deadlines, default=None)
+
+    def expire(self, now: float) -> None:
+        for _ in self.link.expire(now):
+            log.error(f"container {self.state.id}: the guest agent did not answer "
+                      f"within {REQUEST_TIMEOUT:.0f} s")
+
+    def run(self) -> int:
+        """Serve until the VM is down; the container's exit status."""
+        self.loop.watch(self.vm.pidfd, selectors.EVENT_READ, lambda m: None)
+        while True:
+            self.loop.run_once(self.next_deadline())
+            if self.vm.exited():
+                break
+            now = time.monotonic()
+            self.expire(now)
+            if self.shutdown_deadline is not None and now >= self.shutdown_deadline:
+                self.vm.kill()
+                break
+        log.debug("the VM is down")
+        self.link.fail_all("the VM stopped")
+        for relay in self.relays.values():
+            relay.flush()
+        if self.exit_code is None:
+            if not self.link.broken:
+                log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
+            self.exit_code = QEMU_DIED
+            self._move(Status.STOPPED, QEMU_DIED)
+        return self.exit_code
+
+    def _move(self, to: Status, exit_code: int | None = None) -> None:
+        """The container's status changes only here, and only as runv.status allows."""
+        self.state.move(to, exit_code)
+        try:
+            self.sd.write(self.state)
+        except OSError:
+            pass  # deleted under us by `delete --force`
