@@ -22,7 +22,7 @@ class Container:
     state: State
 
     @classmethod
-    def load(cls, root: str, container_id: str, lock: bool = False) -> "Container":
+    def load(cls, root: str, container_id: str, lock: bool = False) -> Container:
         sd = StateDir(root, container_id)
         if lock:
             sd.lock()

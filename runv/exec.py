@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
-from typing import Any
+from typing import Any, BinaryIO
 
 from runv import errors
 from runv.container import Container
+from runv.files import write_atomic
+from runv.foreground import forward_signals, raw_tty
 from runv.sandbox import client as shim_client
 
 
@@ -122,14 +123,10 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
         if detach:
             waiter = _fork_waiter(replies)
             if pid_file:
-                from runv.launch import _write_pid_file
-
-                _write_pid_file(pid_file, waiter)
+                write_atomic(pid_file, str(waiter))
             return 0
         if pid_file:
-            from runv.launch import _write_pid_file
-
-            _write_pid_file(pid_file, os.getpid())
+            write_atomic(pid_file, str(os.getpid()))
         return _wait(replies, c, reply["stream"], raw_tty)
     finally:
         conn.close()
@@ -159,36 +156,22 @@ def _is_open(fd: int) -> bool:
         return False
 
 
-def _wait(replies, c: Container, stream: int, raw_tty: bool) -> int:
-    def forward(signo, frame):
+def _wait(replies: BinaryIO, c: Container, stream: int, raw: bool) -> int:
+    def send(signo: int) -> None:
         try:
             shim_client.call(c.dir.path, "kill", signal=signo, stream=stream)
         except errors.RunvError:
             pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    saved = None
-    if raw_tty:
-        import termios
-        import tty
-
-        saved = termios.tcgetattr(0)
-        tty.setraw(0)
-    try:
+    forward_signals(send)
+    with raw_tty(raw):
         reply = shim_client.read_reply(replies)
-    finally:
-        if saved is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
     if "exit" not in reply:
         raise errors.RunvError(reply.get("error", "lost the exec'd process"))
     return int(reply["exit"])
 
 
-def _fork_waiter(replies) -> int:
+def _fork_waiter(replies: BinaryIO) -> int:
     pid = os.fork()
     if pid:
         return pid

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 from runv import errors, log
+from runv.files import write_atomic
+from runv.foreground import forward_signals, raw_tty
 from runv.state import State, StateDir
-
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
 
 
 def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
@@ -41,7 +39,7 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
         sd.write(state)
         pid = _fork_shim(sd, state, bundle, console_socket)
         if pid_file:
-            _write_pid_file(pid_file, pid)
+            write_atomic(pid_file, str(pid))
     except BaseException:
         _cleanup(sd)
         raise
@@ -97,7 +95,7 @@ def run_container(root: str, container_id: str, bundle_dir: str, pid_file: str |
     c.dir.unlock()
     if detach:
         return 0
-    with _raw_terminal_if_needed(root, container_id, console_socket):
+    with raw_tty(_wants_raw_tty(root, container_id, console_socket)):
         code = _wait_forwarding_signals(root, container_id, pid)
     if not keep:
         try:
@@ -110,14 +108,13 @@ def run_container(root: str, container_id: str, bundle_dir: str, pid_file: str |
 def _wait_forwarding_signals(root: str, container_id: str, pid: int) -> int:
     from runv.container import Container
 
-    def forward(signo, frame):
+    def send(signo: int) -> None:
         try:
             Container.load(root, container_id).kill(signo)
         except errors.RunvError:
             pass
 
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
+    forward_signals(send)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -127,39 +124,14 @@ def _wait_forwarding_signals(root: str, container_id: str, pid: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-class _raw_terminal_if_needed:
+def _wants_raw_tty(root: str, container_id: str, console_socket: str | None) -> bool:
     """`run` on a terminal with process.terminal: our tty goes raw, the guest's pty cooks."""
+    if console_socket or not os.isatty(0):
+        return False
+    from runv.container import Container
 
-    def __init__(self, root: str, container_id: str, console_socket: str | None) -> None:
-        self.saved = None
-        if console_socket or not os.isatty(0):
-            return
-        from runv.container import Container
-
-        try:
-            with open(os.path.join(Container.load(root, container_id).state.bundle, "config.json")) as f:
-                terminal = json.load(f).get("process", {}).get("terminal")
-        except (OSError, ValueError, errors.RunvError):
-            terminal = False
-        if terminal:
-            import termios
-            import tty
-
-            self.saved = termios.tcgetattr(0)
-            tty.setraw(0)
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        if self.saved is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    try:
+        with open(os.path.join(Container.load(root, container_id).state.bundle, "config.json")) as f:
+            return bool(json.load(f).get("process", {}).get("terminal"))
+    except (OSError, ValueError, AttributeError, errors.RunvError):
+        return False

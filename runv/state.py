@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from runv.errors import CorruptState, Exists, InvalidArgument, NotFound
+from runv.files import write_atomic
 from runv.ocistate import well_formed
 from runv.status import Status, transition
 
@@ -119,10 +120,7 @@ class StateDir:
         return State(**{k: v for k, v in data.items() if k in known})
 
     def write(self, state: State) -> None:
-        tmp = self.file(".state.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(state), f)
-        os.replace(tmp, self.state_file)
+        write_atomic(self.state_file, json.dumps(asdict(state)))
 
     def remove(self) -> None:
         import shutil

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 
+from runv.files import write_atomic
 from runv.qemu.assets import Assets
 
 CACHE = os.path.join(os.environ.get("RUNV_CACHE", "/var/cache/runv"), "accel.json")
@@ -101,9 +102,6 @@ def _write_cache(key: str, choice: Choice) -> None:
         return
     try:
         os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-        tmp = f"{CACHE}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"key": key, **asdict(choice)}, f)
-        os.replace(tmp, CACHE)
+        write_atomic(CACHE, json.dumps({"key": key, **asdict(choice)}))
     except OSError:
         pass

@@ -5,7 +5,8 @@ import json
 import socket
 import time
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from runv.errors import QemuError
 

@@ -41,6 +41,7 @@ from typing import Any
 from runv.agent import protocol as P
 from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
+from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
 from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share, Tap
 
@@ -181,18 +182,9 @@ def _write_failed(base: str, key: str, reason: str) -> None:
 
     log.debug(f"template {key}: {reason}")
     try:
-        _write_atomic(os.path.join(base, f"{key}.failed"), json.dumps({"reason": reason, "time": time.time()}))
+        write_atomic(os.path.join(base, f"{key}.failed"), json.dumps({"reason": reason, "time": time.time()}), fsync=True)
     except OSError:
         pass
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _make(machine: Machine, port_name: str, base: str, key: str) -> None:
@@ -209,7 +201,7 @@ def _make(machine: Machine, port_name: str, base: str, key: str) -> None:
             if name != STATE:
                 p = os.path.join(stage, name)
                 shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
-        _write_atomic(os.path.join(stage, "meta.json"), json.dumps(meta, indent=1))
+        write_atomic(os.path.join(stage, "meta.json"), json.dumps(meta, indent=1), fsync=True)
         final = os.path.join(base, key)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(stage, final)

@@ -6,8 +6,8 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from runv.errors import QemuError
 from runv.guest_text import printable

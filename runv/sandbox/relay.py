@@ -62,7 +62,7 @@ class Relay:
         self._drained: Callable[[], None] | None = None
 
     @classmethod
-    def for_init(cls, config: dict[str, Any], console_socket: str | None) -> "Relay":
+    def for_init(cls, config: dict[str, Any], console_socket: str | None) -> Relay:
         terminal = bool((config.get("process") or {}).get("terminal"))
         if terminal and console_socket:
             from runv.host.console import open_for_socket
