@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 KERNEL_ARGS = "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies"
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -14,12 +15,25 @@ def opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
+class Device(Protocol):
+    """A QEMU device: its arguments, and what of it a VM template must match
+    (runv.qemu.template: the host side, such as paths and fds, may differ)."""
+    templatable: ClassVar[bool]
+
+    def args(self) -> list[str]: ...
+    def shape(self) -> list[Any]: ...
+
+
 @dataclass(frozen=True)
 class Share:
     """A host directory exported over virtio-9p."""
     tag: str
     path: str
     readonly: bool = False
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["share", self.tag]  # the path and read-only live on the host side only
 
     def args(self) -> list[str]:
         # remap: the export may cross host mounts (a staged bind is one), whose
@@ -35,6 +49,10 @@ class SerialPort:
     """A virtio-serial port on a chardev socket already connected (an inherited fd)."""
     name: str
     fd: int
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["serial", self.name]
 
     def args(self) -> list[str]:
         cid = opt(f"ch-{self.name.replace('.', '-')}")
@@ -46,6 +64,10 @@ class SerialPort:
 @dataclass(frozen=True)
 class Qmp:
     fd: int
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["qmp"]
 
     def args(self) -> list[str]:
         return ["-chardev", f"socket,id=qmp,fd={self.fd}", "-mon", "chardev=qmp,mode=control"]
@@ -57,6 +79,10 @@ class Console:
     socket already connected (an inherited fd, read by the shim)."""
     path: str = ""
     fd: int | None = None
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["console"]
 
     def args(self) -> list[str]:
         backend = f"socket,id=con,fd={self.fd}" if self.fd is not None else f"file,id=con,path={opt(self.path)}"
@@ -70,6 +96,11 @@ class Tap:
     mac: str
     index: int
     fd: int
+    # The guest reads a virtio-net MAC once, at probe: a restored guest would keep the template's.
+    templatable: ClassVar[bool] = False
+
+    def shape(self) -> list[Any]:
+        return ["tap", self.index]
 
     def args(self) -> list[str]:
         nid = f"net{self.index}"
@@ -86,7 +117,7 @@ class Machine:
     memory_mb: int = 128
     cpus: int = 1
     kernel_args: str = KERNEL_ARGS
-    devices: list = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
     sandbox: bool = True
 
     def argv(self) -> list[str]:

@@ -43,7 +43,7 @@ from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
-from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share, Tap
+from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share
 
 FORMAT = 1               # bump when what a template holds, or how it is made, changes
 FAILED_TTL = 3600.0      # seconds before making a failed shape is tried again
@@ -62,20 +62,6 @@ def root() -> str:
 def _file_id(path: str) -> list[Any]:
     st = os.stat(path)
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino]
-
-
-def _device_shape(dev: Any) -> list[Any]:
-    if isinstance(dev, Share):
-        return ["share", dev.tag]  # the path and read-only live on the host side only
-    if isinstance(dev, SerialPort):
-        return ["serial", dev.name]
-    if isinstance(dev, Console):
-        return ["console"]
-    if isinstance(dev, Qmp):
-        return ["qmp"]
-    if isinstance(dev, Tap):
-        return ["tap", dev.index]
-    return ["unknown", type(dev).__name__]
 
 
 def _host_id(accel: str) -> list[str]:
@@ -109,7 +95,7 @@ def shape(machine: Machine, port_name: str = P.PORT_NAME) -> dict[str, Any]:
         "memory_mb": machine.memory_mb,
         "cpus": machine.cpus,
         "kernel_args": machine.kernel_args,
-        "devices": [_device_shape(d) for d in devices],
+        "devices": [d.shape() for d in devices],
     }
 
 
@@ -121,8 +107,8 @@ def template_key(machine: Machine, port_name: str = P.PORT_NAME) -> str:
 
 
 def supported(machine: Machine) -> bool:
-    """Only shares may follow the devices vm.launch adds: no NICs, nothing unknown."""
-    return (all(type(d) is Share for d in machine.devices)
+    """Only devices whose state a template can hold (no NICs) may follow the ones vm.launch adds."""
+    return (all(d.templatable for d in machine.devices)
             and "runv.probe" not in machine.kernel_args)
 
 
