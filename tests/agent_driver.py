@@ -31,8 +31,9 @@ sys.path.insert(0, REPO)
 
 from runv.agent import protocol as P  # noqa: E402
 from runv.agent.protocol import Msg, Tag  # noqa: E402
-from runv.agent.records import create_records, mount_record, process_records  # noqa: E402
+from runv.agent.records import create_records, process_records  # noqa: E402
 from runv.oci.default_spec import default_config  # noqa: E402
+from runv.oci.mounts import GuestMount  # noqa: E402
 from runv.qemu.cmdline import host_tsc_khz  # noqa: E402
 
 
@@ -262,7 +263,7 @@ def make_config(args: list[str], **process) -> dict:
 
 def create_payload(config: dict, extra_mounts: list[dict] = (), shares: list[tuple[str, str]] = (),
                    extra: bytes = b"") -> bytes:
-    mounts = [mount_record(m["type"], m["source"], m["destination"], m.get("options", []))
+    mounts = [GuestMount(m["type"], m["source"], m["destination"], m.get("options", []))
               for m in list(config["mounts"]) + list(extra_mounts)]
     return create_records(config, mounts, list(shares)) + extra
 

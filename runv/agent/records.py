@@ -6,11 +6,15 @@ the guest only applies ready values (mount flags are parsed the way runc does).
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runv.agent.protocol import MAX_PAYLOAD, Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
 from runv.host import syscalls
 from runv.host.syscalls import CLONE_NEWNS, CLONE_NEWUSER
+
+if TYPE_CHECKING:
+    from runv.host.network import Nic
+    from runv.oci.mounts import GuestMount
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 0x10, 0x20, 0x40, 0x80
@@ -69,7 +73,7 @@ def exec_payload(process: dict[str, Any]) -> bytes:
     return _fits(process_records(process), "the process")
 
 
-def create_payload(config: dict[str, Any], mounts: list[bytes], shares: list[tuple[str, str]]) -> bytes:
+def create_payload(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]]) -> bytes:
     """CREATE's payload: the config's records, refused if they do not fit one frame."""
     return _fits(create_records(config, mounts, shares), "the container's config")
 
@@ -168,9 +172,9 @@ def rlimit_number(name: str) -> int:
     return RLIMITS.index(short)
 
 
-def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tuple[str, str]]) -> bytes:
-    """CREATE's records. `mounts` are ready MOUNT records (host paths already
-    rewritten to guest shares); `shares` are (9p tag, guest dir) pairs."""
+def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]]) -> bytes:
+    """CREATE's records. `mounts` have their host paths already rewritten to
+    guest shares (runv.oci.mounts); `shares` are (9p tag, guest dir) pairs."""
     linux = config.get("linux") or {}
     out = [process_records(config["process"])]
     if config.get("hostname"):
@@ -180,7 +184,7 @@ def create_records(config: dict[str, Any], mounts: list[bytes], shares: list[tup
     out.append(rec_u32(Tag.ROOT_READONLY, int(bool((config.get("root") or {}).get("readonly")))))
     out += [rec_cstrs(Tag.SHARE, b"", tag, guest_dir) for tag, guest_dir in shares]
     out.append(rec_u32(Tag.NAMESPACES, namespace_flags(linux)))
-    out += mounts
+    out += [mount_record(m.type, m.source, m.destination, m.options) for m in mounts]
     out += [rec_str(Tag.MASKED_PATH, path) for path in linux.get("maskedPaths") or []]
     out += [rec_str(Tag.READONLY_PATH, path) for path in linux.get("readonlyPaths") or []]
     for key, value in (linux.get("sysctl") or {}).items():
@@ -271,3 +275,20 @@ def namespace_flags(linux: dict[str, Any]) -> int:
 
 __all__ = ["create_records", "process_records", "create_payload", "exec_payload", "mount_record", "parse_mount_options",
            "namespace_flags", "id_map_records", "guest_cgroup", "rlimits", "record", "rec_i32"]
+
+
+def netif_records(nic: Nic) -> bytes:
+    """NETIF's records: the guest NIC takes the veth's name, MAC, MTU, addresses and routes."""
+    import ipaddress
+
+    out = [rec_str(Tag.NET_NAME, nic.ifname),
+           record(Tag.NET_MAC, bytes.fromhex(nic.mac.replace(":", ""))),
+           rec_u32(Tag.NET_MTU, nic.mtu)]
+    for a in nic.addresses:
+        out.append(record(Tag.NET_ADDR, struct.pack("<II", a.family, a.prefixlen)
+                          + ipaddress.ip_address(a.address).packed))
+    for r in nic.routes:
+        gateway = ipaddress.ip_address(r.gateway).packed if r.gateway else b""
+        out.append(record(Tag.NET_ROUTE, struct.pack("<II", r.family, r.prefixlen)
+                          + ipaddress.ip_address(r.dst).packed + gateway))
+    return b"".join(out)

@@ -28,7 +28,7 @@ namespace). So does the host's namespace (`--network host`): handing the
 host's NICs to a VM would take the host off its own network.
 
 The shim opens each tap (`open_tap`) and hands the fd to QEMU, `-netdev tap,fd=N`
-and `-device virtio-net-device,mac=<veth mac>` (`Nic.device()`): QEMU, in its
+and `-device virtio-net-device,mac=<veth mac>` (runv.sandbox.boot.nic_device): QEMU, in its
 jail, has neither /dev/net/tun nor NET_ADMIN.
 
 pyroute2 is imported inside the functions: it costs ~0.4 s, and the light
@@ -41,7 +41,7 @@ import fcntl
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from runv.errors import RunvError
 
@@ -106,14 +106,6 @@ class Nic:
     # kernel makes by itself for an address (the prefix route, IPv6 link-local).
     routes: list[Route] = field(default_factory=list)
 
-    def device(self, index: int, fd: int):
-        """QEMU's device for this NIC (runv.qemu.cmdline.Tap), on the tap's open fd."""
-        from runv.qemu.cmdline import Tap
-
-        return Tap(ifname=self.tap, mac=self.mac, index=index, fd=fd)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- the tap
@@ -398,22 +390,3 @@ def _from_alias(alias: str | None) -> tuple[list[Address], list[Route]]:
 
 
 # ---------------------------------------------------------------- the guest's side
-
-def netif_records(nic: Nic) -> bytes:
-    """NETIF's records: the guest NIC takes the veth's name, MAC, MTU, addresses and routes."""
-    import ipaddress
-    import struct
-
-    from runv.agent.protocol import Tag, rec_str, rec_u32, record
-
-    out = [rec_str(Tag.NET_NAME, nic.ifname),
-           record(Tag.NET_MAC, bytes.fromhex(nic.mac.replace(":", ""))),
-           rec_u32(Tag.NET_MTU, nic.mtu)]
-    for a in nic.addresses:
-        out.append(record(Tag.NET_ADDR, struct.pack("<II", a.family, a.prefixlen)
-                          + ipaddress.ip_address(a.address).packed))
-    for r in nic.routes:
-        gateway = ipaddress.ip_address(r.gateway).packed if r.gateway else b""
-        out.append(record(Tag.NET_ROUTE, struct.pack("<II", r.family, r.prefixlen)
-                          + ipaddress.ip_address(r.dst).packed + gateway))
-    return b"".join(out)

@@ -6,16 +6,34 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from runv.agent.records import MS_RDONLY, mount_record, parse_mount_options
+from runv.agent.records import MS_RDONLY, parse_mount_options
 from runv.errors import SpecError
-from runv.sandbox.staging import Bind
 
 SHARES_DIR = "/run/shares"  # in the guest, outside the container's root
 
 
+@dataclass(frozen=True)
+class Bind:
+    """A bind mount's host source, to export under `tag` as the one entry `name`."""
+    tag: str
+    source: str
+    name: str
+    readonly: bool = False
+    recursive: bool = False
+
+
+@dataclass(frozen=True)
+class GuestMount:
+    """A mount the agent makes in the container, its source rewritten to a guest path."""
+    type: str
+    source: str
+    destination: str
+    options: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Plan:
-    records: list[bytes] = field(default_factory=list)
+    mounts: list[GuestMount] = field(default_factory=list)
     binds: list[Bind] = field(default_factory=list)
     guest_dirs: list[tuple[str, str]] = field(default_factory=list)  # (tag, guest dir)
 
@@ -36,7 +54,7 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
         elif mtype == "cgroup":
             # The guest is cgroup v2 only: give the container its unified hierarchy.
             mtype, source = "cgroup2", "cgroup2"
-        p.records.append(mount_record(mtype, source, dest, options))
+        p.mounts.append(GuestMount(mtype, source, dest, options))
     return p
 
 

@@ -12,8 +12,9 @@ from runv.agent import protocol as P
 from runv.agent.link import Handshake
 from runv.agent.protocol import Msg
 from runv.errors import QemuError
+from runv.host.network import Nic
 from runv.oci.config import Bundle
-from runv.qemu.cmdline import Machine
+from runv.qemu.cmdline import Machine, Tap
 from runv.qemu.vm import VM
 from runv.sandbox.relay import Relay
 from runv.sandbox.sandbox import INIT, Sandbox
@@ -41,7 +42,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     size = explained(config, resources.guest_size, config)
     plan = explained(config, mounts.plan, config, bundle.path)
     # Built before the VM starts: a config too big for one frame fails here.
-    create = explained(config, create_payload, config, plan.records, plan.guest_dirs)
+    create = explained(config, create_payload, config, plan.mounts, plan.guest_dirs)
     a = assets.require()
     accel = choose(a)
     state.accel = accel.accel
@@ -59,7 +60,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
         taps = _open_taps(nics)
         machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
                           memory_mb=size.memory_mb, cpus=size.cpus,
-                          devices=[*shares, *(nic.device(i, fd) for i, (nic, fd) in enumerate(zip(nics, taps)))])
+                          devices=[*shares, *(nic_device(nic, i, fd)
+                                              for i, (nic, fd) in enumerate(zip(nics, taps, strict=True)))])
         log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
     except BaseException:
@@ -75,7 +77,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
             validate(config)
         agent = Handshake.start(vm, BOOT_TIMEOUT)
         log.debug("agent ready")
-        from runv.host.network import netif_records
+        from runv.agent.records import netif_records
 
         for nic in nics:
             agent.call(Msg.NETIF, 0, netif_records(nic), BOOT_TIMEOUT)
@@ -91,6 +93,11 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     sandbox.attach(INIT, stdio)
     sandbox.link.take(agent.pending)
     return sandbox
+
+
+def nic_device(nic: Nic, index: int, fd: int) -> Tap:
+    """QEMU's device for a NIC of the container's namespace, on its tap's open fd."""
+    return Tap(ifname=nic.tap, mac=nic.mac, index=index, fd=fd)
 
 
 def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:

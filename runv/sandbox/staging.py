@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
 from runv.errors import RunvError
 from runv.host import syscalls
+from runv.oci.mounts import Bind
 from runv.qemu.cmdline import Share
 
 DIRNAME = "shares"  # in the state dir
@@ -35,16 +35,6 @@ ROOT = "rootfs"     # the rootfs's directory in it; the binds' are their tags (b
 # Per-mount flags a read-only remount must keep (statvfs's ST_* equal the MS_* values).
 _KEEP_FLAGS = (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC | syscalls.MS_NOATIME
                | syscalls.MS_NODIRATIME | syscalls.MS_RELATIME)
-
-
-@dataclass(frozen=True)
-class Bind:
-    """A bind mount's host source, to export under `tag` as the one entry `name`."""
-    tag: str
-    source: str
-    name: str
-    readonly: bool = False
-    recursive: bool = False
 
 
 _private_ns: str | None = None  # the namespace private_namespace made

@@ -133,13 +133,13 @@ class HostBefore:
     image_cache_dir: bool
 
     @classmethod
-    def now(cls) -> "HostBefore":
+    def now(cls) -> HostBefore:
         return cls(netns_files(), _mounted(NETNS_DIR), _read(IP_FORWARD), set(netavark_rules()),
                    cgroup_parents(), set(os.listdir(CGROUP_ROOT)), os.path.isdir(NETAVARK_RUN_DIR),
                    os.path.isdir(IMAGE_CACHE_DIR))
 
 
-    def changes_since(self, before: "HostBefore") -> list[str]:
+    def changes_since(self, before: HostBefore) -> list[str]:
         """How this state differs from `before`. A controller mounted at
         /sys/fs/cgroup meanwhile (by `runv --mount-cgroups`, say) is not Podman's."""
         changes = [f"{name}: {getattr(before, name)!r} -> {getattr(self, name)!r}"

@@ -19,6 +19,7 @@ import traceback
 import pytest
 
 from runv.host import network, syscalls
+from runv.sandbox.boot import nic_device
 
 CT_ADDR, PEER_ADDR, PREFIX = "10.213.7.2", "10.213.7.1", 24
 CT_ADDR6 = "fd42:7::2"
@@ -109,7 +110,7 @@ def test_setup_joins_eth0_to_a_tap(netns):
     # The routes out of eth0, link routes first; not the kernel's prefix routes.
     assert [str(r) for r in nic.routes if r.family == 4] == ["10.99.0.0/16 via 10.213.7.254", f"0.0.0.0/0 via {PEER_ADDR}"]
     assert all(r.prefixlen != PREFIX for r in nic.routes)
-    assert nic.device(0, 7).args() == [
+    assert nic_device(nic, 0, 7).args() == [
         "-netdev", "tap,id=net0,fd=7",
         "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
 

@@ -172,7 +172,7 @@ def run_container(vm, config: dict, plan: mounts.Plan) -> tuple[int, bytes, byte
     c = Client(vm.agent)
     ready = c.wait_frame(30)
     assert ready.type == Msg.READY and P.parse_ready(ready.payload)[0] == P.VERSION, ready
-    f = c.request(Msg.CREATE, 1, create_records(config, plan.records, plan.guest_dirs))
+    f = c.request(Msg.CREATE, 1, create_records(config, plan.mounts, plan.guest_dirs))
     assert f.type == Msg.OK, P.parse_error(f.payload)
     t0 = time.monotonic()
     f = c.request(Msg.START, 1)

@@ -99,7 +99,7 @@ class Harness:
         except BlockingIOError:
             return b""
 
-    def __enter__(self) -> "Harness":
+    def __enter__(self) -> Harness:
         return self
 
     def __exit__(self, *exc) -> None:

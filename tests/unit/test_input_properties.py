@@ -129,7 +129,7 @@ def prepare(bundle: str, doc) -> None:
     cgroups.cgroup_path(cfg, "c")
     config.explained(cfg, resources.guest_size, cfg)
     plan = config.explained(cfg, mounts.plan, cfg, b.path)
-    config.explained(cfg, create_payload, cfg, plan.records, plan.guest_dirs)
+    config.explained(cfg, create_payload, cfg, plan.mounts, plan.guest_dirs)
     config.validate(cfg)
 
 

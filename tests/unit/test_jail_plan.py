@@ -71,7 +71,7 @@ def test_qemu_runtime_is_its_binary_libraries_modules_and_firmware():
 
 
 def test_only_qemu_keeps_what_9p_needs():
-    assert jail.KEEP_CAPS == {0, 1, 3, 4}  # CHOWN, DAC_OVERRIDE, FOWNER, FSETID
+    assert {0, 1, 3, 4} == jail.KEEP_CAPS  # CHOWN, DAC_OVERRIDE, FOWNER, FSETID
 
 
 def test_capped_log_keeps_the_newest_half(tmp_path):

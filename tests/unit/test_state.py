@@ -138,4 +138,4 @@ def test_transition_table():
 def test_oci_statuses_are_the_enum():
     from runv.ocistate import STATUSES
 
-    assert STATUSES == tuple(s.value for s in Status)
+    assert tuple(s.value for s in Status) == STATUSES
