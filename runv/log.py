@@ -42,9 +42,5 @@ def debug(msg: str) -> None:
     write("debug", msg)
 
 
-def info(msg: str) -> None:
-    write("info", msg)
-
-
 def error(msg: str) -> None:
     write("error", msg)

@@ -82,9 +82,6 @@ class StateDir:
     def state_file(self) -> str:
         return self.file("state.json")
 
-    def exists(self) -> bool:
-        return os.path.exists(self.state_file)
-
     def create(self) -> None:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         try:
