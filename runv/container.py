@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from runv import ocistate
 from runv.errors import InvalidState
@@ -39,11 +40,11 @@ class Container:
     def shim_alive(self) -> bool:
         return proc.alive(self.state.pid, self.state.pid_start)
 
-    def oci_state(self) -> dict:
+    def oci_state(self) -> dict[str, Any]:
         """The state as `runv state` prints it (and hooks get it on stdin)."""
         return ocistate.oci_state(asdict(self.state))
 
-    def _call(self, op: str, **args) -> dict:
+    def _call(self, op: str, **args: Any) -> dict[str, Any]:
         return shim_client.call(self.dir.path, op, **args)
 
     def start(self) -> None:
@@ -67,7 +68,7 @@ class Container:
     def processes(self) -> list[int]:
         if self.status is Status.STOPPED:
             return []
-        return self._call("ps")["pids"]
+        return [int(p) for p in self._call("ps")["pids"]]
 
     def delete(self, force: bool = False) -> None:
         status = self.status

@@ -23,10 +23,7 @@ from runv.sandbox import client as shim_client
 def process_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The process to exec, checked as runc checks it, and small enough for one
     EXEC frame: nothing reaches the container's shim that it would refuse."""
-    if args.process:
-        process = _process_file(args.process)
-    else:
-        process = _process_from_flags(args)
+    process = _process_file(args.process) if args.process else _process_from_flags(args)
     try:
         from runv.agent.records import exec_payload
 
@@ -52,7 +49,7 @@ def _process_file(path: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as e:
         raise errors.SpecError(f"{path}: invalid JSON: {str(e)[:200]}") from None
     validate_process(process, path)
-    return process
+    return dict(process)
 
 
 def _process_from_flags(args: argparse.Namespace) -> dict[str, Any]:

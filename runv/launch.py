@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from runv import errors, log
 from runv.files import write_atomic
 from runv.foreground import forward_signals, raw_tty
 from runv.state import State, StateDir
+
+if TYPE_CHECKING:
+    from runv.oci.config import Bundle
 
 
 def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
@@ -47,7 +51,7 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     return pid
 
 
-def _fork_shim(sd: StateDir, state: State, bundle, console_socket: str | None) -> int:
+def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -3,6 +3,8 @@ but the standard library's lightest modules: `runv state` is called many
 times per container, and runv.fast answers it without loading the rest."""
 from __future__ import annotations
 
+from typing import Any
+
 from runv import OCI_VERSION
 from runv.host import proc
 
@@ -44,7 +46,7 @@ def live_status(recorded: str, pid: int, pid_start: int | None) -> str:
     return recorded
 
 
-def oci_state(data: dict) -> dict:
+def oci_state(data: dict[str, Any]) -> dict[str, Any]:
     status = live_status(data.get("status", ""), data.get("pid", 0), data.get("pid_start"))
     return {
         "ociVersion": OCI_VERSION,

@@ -67,7 +67,8 @@ def _own_cgroups(pid: int) -> list[tuple[str, str]]:
     """(controllers, path) of each hierarchy the process is in."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
-            return [tuple(line.rstrip("\n").split(":", 2)[1:]) for line in f if line.count(":") >= 2]
+            return [(parts[1], parts[2]) for parts in (line.rstrip("\n").split(":", 2) for line in f)
+                    if len(parts) == 3]
     except OSError:
         return []
 

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from runv.errors import CorruptState, Exists, InvalidArgument, NotFound
 from runv.files import write_atomic
@@ -30,7 +31,8 @@ def check_id(container_id: str) -> None:
         raise InvalidArgument("container id cannot be empty")
     if len(container_id) > MAX_ID_LEN:
         raise InvalidArgument(f"invalid container id: longer than {MAX_ID_LEN} characters")
-    if container_id in (".", "..") or not all(c.isascii() and c.isalnum() or c in _ID_PUNCTUATION for c in container_id):
+    if container_id in (".", "..") or not all(
+            c.isascii() and c.isalnum() or c in _ID_PUNCTUATION for c in container_id):
         raise InvalidArgument(f"invalid container id format: {container_id}")
 
 
@@ -48,7 +50,7 @@ class State:
     exit_code: int | None = None
     accel: str = ""
     netns: str = ""
-    hooks: dict = field(default_factory=dict)
+    hooks: dict[str, Any] = field(default_factory=dict)
     cgroup: str = ""  # the cgroups the shim joined, ":"-separated
     cgroup_made: list[str] | None = None  # the cgroup dirs runv made, to remove (None: old state)
 

@@ -232,7 +232,8 @@ def parse_error(payload: bytes) -> tuple[int, str]:
 
 def parse_u32(payload: bytes) -> int:
     _exact(payload, 4, "OK")
-    return struct.unpack("<I", payload)[0]
+    value: int = struct.unpack("<I", payload)[0]
+    return value
 
 
 def parse_u32_list(payload: bytes) -> list[int]:
@@ -244,7 +245,7 @@ def parse_u32_list(payload: bytes) -> list[int]:
 def parse_exit(payload: bytes) -> int:
     """The container's exit code from a raw wait status: the code, or 128+signal."""
     _exact(payload, 4, "EXIT")
-    (status,) = struct.unpack("<i", payload)
+    status: int = struct.unpack("<i", payload)[0]
     if status & 0x7F == 0:
         return (status >> 8) & 0xFF
     return 128 + (status & 0x7F)

@@ -6,7 +6,7 @@ the guest only applies ready values (mount flags are parsed the way runc does).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from runv.agent.protocol import MAX_PAYLOAD, Tag, rec_cstrs, rec_i32, rec_str, rec_u32, record
 from runv.host import syscalls
@@ -112,6 +112,10 @@ def process_records(process: dict[str, Any]) -> bytes:
     return b"".join(out)
 
 
+def _is_u64(v: Any) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= RLIM_INFINITY
+
+
 def _u32(value: Any, name: str) -> int:
     """An id the schema let through as a float (0.0 is an "integer" to JSON Schema)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
@@ -137,11 +141,10 @@ def rlimits(configured: list[dict[str, Any]] | None) -> list[tuple[int, int, int
     import resource
 
     seen = set()
-    out = []
+    out: list[tuple[int, int, int]] = []
     for rl in configured or []:
         soft, hard = rl.get("soft"), rl.get("hard")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= RLIM_INFINITY
-                   for v in (soft, hard)):
+        if not (_is_u64(soft) and _is_u64(hard)):
             from runv.errors import SpecError
 
             raise SpecError(f"rlimit {rl.get('type')!r}: soft and hard must be unsigned 64-bit numbers")

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runv.container import Container
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(interval)
 
 
-def stats(c) -> dict:
+def stats(c: Container) -> dict[str, Any]:
     import os
 
     pid = c.state.qemu_pid

@@ -36,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
                  for s in states]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+            print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0

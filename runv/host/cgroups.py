@@ -29,6 +29,7 @@ import errno
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,7 +385,8 @@ def _blkio_v1(d: str, blk: dict[str, Any]) -> None:
             _write(d, f"blkio.throttle.{knob}", f"{dev['major']}:{dev['minor']} {dev['rate']}", required=True)
 
 
-def _mkdir_p(root: str, rel: str, made: list[str], before_child=None, new=None) -> str:
+def _mkdir_p(root: str, rel: str, made: list[str], before_child: Callable[[str], None] | None = None,
+             new: Callable[[str, str], None] | None = None) -> str:
     """mkdir -p below `root`: each directory made goes in `made`, `new(parent,
     d)` runs on it, `before_child(parent)` before each level. A parent that a
     concurrent delete removes under us is made again (a few times)."""

@@ -42,6 +42,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from runv.errors import RunvError
 
@@ -136,12 +137,12 @@ def open_tap(name: str) -> int:
 
 # ---------------------------------------------------------------- reading the namespace
 
-def _kind(link) -> str | None:
+def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def _candidates(ipr) -> list:
+def _candidates(ipr: Any) -> list[Any]:
     """The namespace's NICs, in index order: not lo, not a tunnel's fallback, not ours."""
     found = []
     for link in ipr.get_links():
@@ -158,7 +159,7 @@ def _is_link_local6(address: str) -> bool:
     return address.lower().startswith(("fe8", "fe9", "fea", "feb"))
 
 
-def _addresses(ipr, index: int) -> list[tuple[Address, object]]:
+def _addresses(ipr: Any, index: int) -> list[tuple[Address, Any]]:
     out = []
     for msg in ipr.get_addr(index=index):
         family = {2: 4, 10: 6}.get(msg["family"])
@@ -169,7 +170,7 @@ def _addresses(ipr, index: int) -> list[tuple[Address, object]]:
     return out
 
 
-def _routes(ipr, index: int) -> list[Route]:
+def _routes(ipr: Any, index: int) -> list[Route]:
     routes = []
     for family, af in ((4, 2), (6, 10)):
         for msg in ipr.get_routes(family=af):
@@ -196,7 +197,7 @@ def _routes(ipr, index: int) -> list[Route]:
 
 # ---------------------------------------------------------------- tc
 
-def _add_ingress(ipr, index: int) -> None:
+def _add_ingress(ipr: Any, index: int) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
@@ -206,7 +207,7 @@ def _add_ingress(ipr, index: int) -> None:
             raise
 
 
-def _redirect(ipr, src: int, dst: int) -> None:
+def _redirect(ipr: Any, src: int, dst: int) -> None:
     """tc filter add dev SRC parent ffff: protocol all u32 match u32 0 0
        action mirred egress redirect dev DST"""
     ipr.tc("add-filter", "u32", src, parent=INGRESS_HANDLE, protocol=ETH_P_ALL,
@@ -309,7 +310,7 @@ def teardown(nics: list[Nic] | None = None) -> None:
         _teardown(ipr, nics)
 
 
-def _leftovers(ipr) -> list[Nic]:
+def _leftovers(ipr: Any) -> list[Nic]:
     nics = [Nic(ifname="", tap=link.get_attr("IFLA_IFNAME"), mac="", mtu=0)
             for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]
     for link in _candidates(ipr):
@@ -321,16 +322,16 @@ def _leftovers(ipr) -> list[Nic]:
     return nics
 
 
-def _redirects(ipr, index: int) -> bool:
+def _redirects(ipr: Any, index: int) -> bool:
     """Does the interface carry an ingress qdisc (ours, or at least one like it)?"""
     return any(q.get_attr("TCA_KIND") == "ingress" for q in ipr.get_qdiscs(index=index))
 
 
-def _teardown(ipr, nics: list[Nic]) -> None:
+def _teardown(ipr: Any, nics: list[Nic]) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    def tolerant(call, *args, ok=(errno.ENODEV, errno.ENOENT, errno.EINVAL, errno.EEXIST,
-                                  errno.EADDRNOTAVAIL, errno.ENETUNREACH), **kwargs) -> None:
+    def tolerant(call: Any, *args: Any, ok: tuple[int, ...] = (errno.ENODEV, errno.ENOENT, errno.EINVAL, errno.EEXIST,
+                                  errno.EADDRNOTAVAIL, errno.ENETUNREACH), **kwargs: Any) -> None:
         try:
             call(*args, **kwargs)
         except NetlinkError as e:
@@ -351,7 +352,7 @@ def _teardown(ipr, nics: list[Nic]) -> None:
             if (a.address, a.prefixlen) not in present:
                 tolerant(ipr.addr, "add", index=index, address=a.address, prefixlen=a.prefixlen)
         for r in nic.routes:
-            kwargs = {"gateway": r.gateway} if r.gateway else {}
+            kwargs: dict[str, Any] = {"gateway": r.gateway} if r.gateway else {}
             tolerant(ipr.route, "add", dst=f"{r.dst}/{r.prefixlen}", oif=index,
                      family=2 if r.family == 4 else 10, **kwargs)
         tolerant(ipr.link, "set", index=index, ifalias="")

@@ -117,10 +117,10 @@ def _weight(value: Any, where: str) -> None:
 
 
 def _device_numbers(dev: Any, where: str) -> dict[str, Any]:
-    dev = _object(dev, where, required=True)
+    checked = _object(dev, where, required=True)
     for name in ("major", "minor"):
-        _integer(dev.get(name), f"{where}.{name}", UINT32, required=True)
-    return dev
+        _integer(checked.get(name), f"{where}.{name}", UINT32, required=True)
+    return checked
 
 
 def _devices(rules: Any, where: str) -> None:
@@ -156,7 +156,7 @@ def _object(value: Any, where: str, required: bool = False) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise _bad(where, value, "is not an object")
-    return value
+    return dict(value)
 
 
 def _array(value: Any, where: str) -> list[Any]:

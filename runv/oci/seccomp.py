@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from runv.errors import SpecError
 
@@ -117,7 +117,7 @@ def action(name: Any, errno_ret: Any, where: str) -> int:
     raise SpecError(f"seccomp: {where}: unknown action {name!r}")
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -174,6 +174,7 @@ class _Asm:
                 if isinstance(it, str):
                     continue
                 if it.code == BPF_JMP_JA:
+                    assert isinstance(it.jt, str)  # ja always names its label
                     out.append(struct.pack("<HBBI", it.code, 0, 0, labels[it.jt] - pos - 1))
                 else:
                     jt, jf = (labels[x] - pos - 1 if isinstance(x, str) else x for x in (it.jt, it.jf))
@@ -185,6 +186,7 @@ class _Asm:
             if far < 0:
                 return b"".join(out)
             it = items[far]  # every conditional jump here has one branch falling through
+            assert not isinstance(it, str)
             if isinstance(it.jt, str):
                 items[far:far + 1] = [_Insn(it.code, it.k, 0, 1), _Insn(BPF_JMP_JA, 0, it.jt)]
             else:

@@ -50,7 +50,10 @@ class QMP:
             buf += data
         line = bytes(buf[:end])
         del buf[:end + 1]
-        return json.loads(line)
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise QemuError(f"QMP sent {type(msg).__name__}, not an object")
+        return msg
 
     def _handshake(self) -> None:
         self._sock.settimeout(self._timeout)

@@ -43,7 +43,7 @@ from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
-from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share
+from runv.qemu.cmdline import Console, Device, Machine, Qmp, SerialPort, Share
 
 FORMAT = 1               # bump when what a template holds, or how it is made, changes
 FAILED_TTL = 3600.0      # seconds before making a failed shape is tried again
@@ -84,7 +84,7 @@ def _host_id(accel: str) -> list[str]:
 def shape(machine: Machine, port_name: str = P.PORT_NAME) -> dict[str, Any]:
     """Everything a restored VM must share with its template. The devices are
     those `vm.launch` runs: the console, the agent port and QMP, then the machine's."""
-    devices = [Console(""), SerialPort(port_name, -1), Qmp(-1), *machine.devices]
+    devices: list[Device] = [Console(""), SerialPort(port_name, -1), Qmp(-1), *machine.devices]
     return {
         "format": FORMAT,
         "qemu": _file_id(machine.qemu),
@@ -168,7 +168,8 @@ def _write_failed(base: str, key: str, reason: str) -> None:
 
     log.debug(f"template {key}: {reason}")
     try:
-        write_atomic(os.path.join(base, f"{key}.failed"), json.dumps({"reason": reason, "time": time.time()}), fsync=True)
+        write_atomic(os.path.join(base, f"{key}.failed"),
+                     json.dumps({"reason": reason, "time": time.time()}), fsync=True)
     except OSError:
         pass
 

@@ -21,7 +21,7 @@ JAIL_DIR = "jail"  # in the state dir: an empty directory, the jail's tmpfs goes
 
 @dataclass
 class VM:
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     agent: socket.socket   # our end of the virtio-serial port
     qmp: socket.socket     # our end of the QMP monitor
     pidfd: int

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import socket
+from typing import Any, BinaryIO
 
 from runv import errors
 
@@ -13,10 +14,8 @@ SOCKET = "shim.sock"
 REQUEST_TIMEOUT = 10.0
 REPLY_TIMEOUT = REQUEST_TIMEOUT + 10.0
 
-def connect(state_dir: str, timeout: float | None = REPLY_TIMEOUT):
+def connect(state_dir: str, timeout: float | None = REPLY_TIMEOUT) -> socket.socket:
     """A socket connected to the shim of the container in `state_dir`."""
-    import socket
-
     # Engines' state dirs are deep: reach the socket through a short /proc path,
     # since a unix socket path may not exceed 107 bytes.
     dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -32,7 +31,7 @@ def connect(state_dir: str, timeout: float | None = REPLY_TIMEOUT):
     return s
 
 
-def read_reply(f) -> dict[str, Any]:
+def read_reply(f: BinaryIO) -> dict[str, Any]:
     """One JSON line from the shim, read from `sock.makefile("rb")` (replies can
     arrive back to back); a shim that hung up is an error."""
     try:
@@ -42,7 +41,10 @@ def read_reply(f) -> dict[str, Any]:
                                   f"{REPLY_TIMEOUT:.0f} s") from None
     if not data:
         raise errors.InvalidState("the container's shim went away during the request")
-    return json.loads(data)
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise errors.InvalidState("the container's shim sent garbage")
+    return reply
 
 
 def call(state_dir: str, op: str, timeout: float = REPLY_TIMEOUT, **args: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import os
 import selectors
 import socket
-from typing import Any
+from typing import Any, TypeGuard
 
 from runv import errors, log
 from runv.agent import protocol as P
@@ -20,7 +20,7 @@ from runv.status import Status
 OPS = ("start", "kill", "ps", "pause", "resume", "exec")
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

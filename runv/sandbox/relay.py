@@ -51,7 +51,7 @@ class Relay:
     def __init__(self, stdin: int | None, stdout: int | None, stderr: int | None,
                  terminal: bool = False) -> None:
         self.terminal = terminal
-        self.owned = {stdin, stdout, stderr} - {None}
+        self.owned = {fd for fd in (stdin, stdout, stderr) if fd is not None}
         self.stdin = stdin
         self.out: dict[int, int | None] = {1: stdout, 2: stderr}
         self.buf: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
@@ -95,21 +95,24 @@ class Relay:
         self.watch(self.stdin, selectors.EVENT_READ if want else 0, self._read_stdin)
 
     def _read_stdin(self, mask: int) -> None:
+        stdin = self.stdin
+        if stdin is None:
+            return
         try:
-            data = os.read(self.stdin, min(P.MAX_PAYLOAD, P.WINDOW - self.unacked))
+            data = os.read(stdin, min(P.MAX_PAYLOAD, P.WINDOW - self.unacked))
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
-            self.watch(self.stdin, 0, None) if _pollable(self.stdin) else None
+            self.watch(stdin, 0, None) if _pollable(stdin) else None
             self.stdin = None
             self.link.send(Msg.STDIN, self.stream, b"")
             return
         self.unacked += len(data)
         self.link.send(Msg.STDIN, self.stream, data)
-        if self.unacked >= P.WINDOW and _pollable(self.stdin):
-            self.watch(self.stdin, 0, None)
+        if self.unacked >= P.WINDOW and _pollable(stdin):
+            self.watch(stdin, 0, None)
 
     def acked(self, which: int, nbytes: int) -> None:
         if which != 0:
@@ -137,13 +140,13 @@ class Relay:
             return
         self.buf[which] += data
         if _pollable(fd):
-            self.watch(fd, selectors.EVENT_WRITE, lambda m, w=which: self._write(w))
+            self.watch(fd, selectors.EVENT_WRITE, lambda mask: self._write(which))
         else:
             self._write(which, all_of_it=True)
 
     def _write(self, which: int, all_of_it: bool = False) -> None:
         fd, buf = self.out[which], self.buf[which]
-        while buf:
+        while buf and fd is not None:
             if not all_of_it and not _writable_now(fd):
                 break  # stdout and stderr may be one pipe: the other stream's write filled it
             try:

@@ -49,7 +49,7 @@ def private_namespace() -> None:
         syscalls.unshare(syscalls.CLONE_NEWNS)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
     except OSError as e:
-        raise RunvError(f"cannot make a mount namespace for the shares: {os.strerror(e.errno)}") from None
+        raise RunvError(f"cannot make a mount namespace for the shares: {os.strerror(e.errno or 0)}") from None
     _private_ns = os.readlink("/proc/self/ns/mnt")
 
 
@@ -65,17 +65,17 @@ def stage(base: str, root_tag: str, rootfs: str, root_readonly: bool, binds: lis
     try:
         sources += [_open(b.source, "mount source") for b in binds]
         _mountpoint(root, sources[0], rootfs, dir_only=True)
-        for b, fd in zip(binds, sources[1:]):
+        for b, fd in zip(binds, sources[1:], strict=True):
             os.mkdir(os.path.join(base, b.tag), 0o755)
             _mountpoint(os.path.join(base, b.tag, b.name), fd, b.source)
         _bind(base, base, readonly=True)  # only now: a self-bind does not carry the mounts below
         _bind(_fd_path(sources[0]), root, root_readonly, recursive=True)
         shares = [Share(root_tag, root, root_readonly)]
-        for b, fd in zip(binds, sources[1:]):
+        for b, fd in zip(binds, sources[1:], strict=True):
             _bind(_fd_path(fd), os.path.join(base, b.tag, b.name), b.readonly, b.recursive)
             shares.append(Share(b.tag, os.path.join(base, b.tag), b.readonly))
     except OSError as e:
-        raise RunvError(f"cannot stage the shares in {base}: {os.strerror(e.errno)}") from None
+        raise RunvError(f"cannot stage the shares in {base}: {os.strerror(e.errno or 0)}") from None
     finally:
         for fd in sources:
             os.close(fd)
@@ -87,7 +87,7 @@ def _open(path: str, what: str) -> int:
     try:
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
-        raise RunvError(f"{what} {path}: {os.strerror(e.errno)}") from None
+        raise RunvError(f"{what} {path}: {os.strerror(e.errno or 0)}") from None
 
 
 def _fd_path(fd: int) -> str:
