@@ -25,12 +25,14 @@ import os
 import stat
 
 from runv.errors import RunvError
+from runv.files import remove_skeleton
 from runv.host import syscalls
 from runv.oci.mounts import Bind
 from runv.qemu.cmdline import Share
+from runv.state import SHARES_DIR, SHARES_ROOT
 
-DIRNAME = "shares"  # in the state dir
-ROOT = "rootfs"     # the rootfs's directory in it; the binds' are their tags (b0, b1, ...)
+DIRNAME = SHARES_DIR  # in the state dir
+ROOT = SHARES_ROOT    # the rootfs's directory in it; the binds' are their tags (b0, b1, ...)
 
 # Per-mount flags a read-only remount must keep (statvfs's ST_* equal the MS_* values).
 _KEEP_FLAGS = (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC | syscalls.MS_NOATIME
@@ -112,36 +114,5 @@ def _bind(source: str, target: str, readonly: bool, recursive: bool = False) -> 
 
 
 def remove(base: str) -> bool:
-    """Delete the skeleton `stage` left at `base`; True when it is gone.
-
-    Only rmdir and unlink, at the depths `stage` made: where a staging mount is
-    still visible (a caller inside the shim's namespace), they fail (EBUSY,
-    ENOTEMPTY) instead of deleting what the mount shows."""
-    try:
-        entries = os.listdir(base)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    ok = True
-    for tag in entries:
-        top = os.path.join(base, tag)
-        try:
-            if os.path.isdir(top) and not os.path.islink(top):
-                for name in os.listdir(top) if tag != ROOT else ():
-                    _remove_one(os.path.join(top, name))
-            _remove_one(top)
-        except OSError:
-            ok = False
-    try:
-        os.rmdir(base)
-    except OSError:
-        return False
-    return ok
-
-
-def _remove_one(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.rmdir(path)
-    else:
-        os.unlink(path)
+    """Delete the skeleton `stage` left at `base` (see runv.files.remove_skeleton); True when it is gone."""
+    return remove_skeleton(base, opaque=(ROOT,))
