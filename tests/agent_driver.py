@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+from dataclasses import dataclass
 import http.server
 import os
 import select
@@ -34,7 +35,8 @@ from runv.agent.protocol import Msg, Tag  # noqa: E402
 from runv.agent.records import create_records, process_records  # noqa: E402
 from runv.oci.default_spec import default_config  # noqa: E402
 from runv.oci.mounts import GuestMount  # noqa: E402
-from runv.qemu.cmdline import host_tsc_khz  # noqa: E402
+from runv.agent.link import Handshake  # noqa: E402
+from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine, SerialPort, Share  # noqa: E402
 
 
 def build(script: str) -> str:
@@ -62,53 +64,49 @@ def make_rootfs(path: str) -> str:
 
 class VM:
     """A microvm with the agent as PID 1, the rootfs as 9p tag `rootfs`, and
-    extra 9p shares (tag -> host dir)."""
+    extra 9p shares (tag -> host dir). Its argv is runv's (Machine), without
+    runv's jail; READY is awaited with runv's own handshake."""
 
     def __init__(self, rootfs: str, shares: dict[str, str] | None = None, debug: bool = False,
                  qemu_args: list[str] = ()):
         self.dir = tempfile.mkdtemp(prefix="runv-agent-")
         self.console = os.path.join(self.dir, "console.log")
-        sock = os.path.join(self.dir, "agent.sock")
-        append = "console=ttyS0 reboot=t panic=-1 clocksource=jiffies" + (" runv.debug" if debug else " quiet")
-        if host_tsc_khz():  # as runv's Machine: calibrating against the emulated PIT can hang the boot
-            append += f" tsc_early_khz={host_tsc_khz()}"
-        append += " " + os.environ.get("AGENT_DRIVER_APPEND", "")
-        cmd = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
-               "-accel", "tcg", "-cpu", "max", "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config",
-               "-nographic", "-no-reboot", "-kernel", build("build-kernel.sh"),
-               "-initrd", build("build-initramfs.sh"), "-append", append,
-               "-chardev", f"file,id=con,path={self.console}", "-serial", "chardev:con",
-               "-device", "virtio-serial-device",
-               "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
-               "-device", "virtserialport,chardev=agent,name=" + P.PORT_NAME,
-               "-fsdev", f"local,id=rootfs,path={rootfs},security_model=none",
-               "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=" + P.SHARE_ROOT_TAG]
-        cmd += list(qemu_args) + os.environ.get("AGENT_DRIVER_QEMU_ARGS", "").split()
-        for tag, path in (shares or {}).items():
-            cmd += ["-fsdev", f"local,id={tag},path={path},security_model=none",
-                    "-device", f"virtio-9p-device,fsdev={tag},mount_tag={tag}"]
-        self.qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.dir, "qemu.err"), "w"))
+        self.errors = os.path.join(self.dir, "qemu.err")
+        kernel_args = KERNEL_ARGS.replace(" quiet", "") + (" runv.debug" if debug else " quiet")
+        kernel_args += " " + os.environ.get("AGENT_DRIVER_APPEND", "")
+        sock, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        machine = Machine(shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+                          build("build-kernel.sh"), build("build-initramfs.sh"), accel="tcg",
+                          kernel_args=kernel_args, sandbox=False, devices=[
+                              Console(self.console), SerialPort(P.PORT_NAME, guest_end.fileno()),
+                              Share(P.SHARE_ROOT_TAG, rootfs),
+                              *(Share(tag, path) for tag, path in (shares or {}).items())])
+        cmd = machine.argv() + list(qemu_args) + os.environ.get("AGENT_DRIVER_QEMU_ARGS", "").split()
+        with open(self.errors, "w") as err:
+            self.qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err, pass_fds=(guest_end.fileno(),))
+        guest_end.close()
         self.t0 = time.monotonic()
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        while True:
-            try:
-                s.connect(sock)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if self.qemu.poll() is not None or time.monotonic() - self.t0 > 10:
-                    raise RuntimeError("qemu did not start: " + open(os.path.join(self.dir, "qemu.err")).read())
-                time.sleep(0.01)
-        self.agent = Client(s)
+        self.pidfd = os.pidfd_open(self.qemu.pid)
         try:
-            ready = self.agent.wait_frame(30)
+            hs = Handshake.start(_Booting(sock, self.pidfd, self), 30)
         except BaseException:
+            sock.close()
             self.close(keep=True)
             raise
-        if ready.type != Msg.READY:
-            raise RuntimeError(f"expected READY, got {ready}")
-        self.version, self.name = P.parse_ready(ready.payload)
+        self.version, self.name = P.VERSION, hs.name
+        self.agent = Client(sock, hs.decoder, hs.pending)
         self.boot_time = time.monotonic() - self.t0
+
+    def failure(self) -> str:
+        for path in (self.errors, self.console):
+            try:
+                lines = [ln for ln in open(path, errors="replace").read().splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            if lines:
+                return lines[-1]
+        return f"exit status {self.qemu.returncode}"
 
     def wait_exit(self, timeout: float = 10) -> int | None:
         try:
@@ -120,19 +118,37 @@ class VM:
         if self.qemu.poll() is None:
             self.qemu.kill()
             self.qemu.wait()
-        self.agent.sock.close()
+        if hasattr(self, "agent"):
+            self.agent.sock.close()
+        os.close(self.pidfd)
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@dataclass
+class _Booting:
+    """What runv's handshake needs of a VM (runv.agent.link.Guest)."""
+    agent: socket.socket
+    pidfd: int
+    vm: VM
+
+    def wait(self, timeout: float) -> bool:
+        return self.vm.wait_exit(timeout) is not None
+
+    def failure(self) -> str:
+        return self.vm.failure()
+
+
 class Client:
     """The host side of the port: replies queue up; stdio is ACKed and
-    collected per stream; stdin is sent within the window."""
+    collected per stream; stdin is sent within the window. `decoder` and
+    `pending` carry on from a handshake."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, decoder: P.Decoder | None = None,
+                 pending: list[P.Frame] | None = None):
         self.sock = sock
         sock.setblocking(False)
-        self.dec = P.Decoder()
+        self.dec = decoder or P.Decoder()
         self.replies: collections.deque[P.Frame] = collections.deque()
         self.outbuf = bytearray()
         self.out: dict[int, dict[int, bytearray]] = collections.defaultdict(lambda: {1: bytearray(), 2: bytearray()})
@@ -145,6 +161,8 @@ class Client:
         self.ack = True  # False: stop acknowledging output (to test the window)
         self.unacked_out: dict[tuple[int, int], int] = collections.defaultdict(int)
         self.on_output = None  # callback(stream, which, data)
+        for f in pending or []:
+            self._handle(f)
 
     def send(self, type: Msg, stream: int = 0, payload: bytes = b"") -> None:
         self.outbuf += P.encode(type, stream, payload)

@@ -82,6 +82,7 @@ class Handshake:
     vm: Guest
     decoder: P.Decoder
     pending: list[P.Frame]
+    name: str = ""  # the agent's, from READY
 
     @classmethod
     def start(cls, vm: Guest, timeout: float) -> Handshake:
@@ -101,6 +102,7 @@ class Handshake:
             raise QemuError(f"the guest agent broke the protocol: {printable(str(e))}") from None
         if version != P.VERSION:
             raise QemuError(f"guest agent {printable(name)} speaks protocol {version}, runv speaks {P.VERSION}")
+        self.name = name
         return name
 
     def call(self, msg: Msg, stream: int, payload: bytes, timeout: float) -> P.Frame:
