@@ -77,10 +77,11 @@ class Container:
                 raise InvalidState(
                     f"cannot delete container {self.id} that is not stopped: {status.value}")
             self.destroy()
+        elif not proc.wait_gone(self.state.pid, self.state.pid_start, 2.0):
+            # The container has exited; its shim had a moment to finish up.
+            self.destroy()
         else:
-            # The container has exited; give its shim a moment to finish up.
-            if not proc.wait_gone(self.state.pid, self.state.pid_start, 2.0):
-                self.destroy()
+            self.teardown()  # whatever a shim that died left behind
         self.remove_cgroup()
         if self.state.hooks.get("poststop") and status is not Status.CREATING:
             from runv.host import hooks
@@ -97,19 +98,14 @@ class Container:
             Cgroup(self.state.cgroup.split(":"), self.state.cgroup_made).destroy()
 
     def destroy(self) -> None:
-        """Kill the shim and its VM, whatever they are doing."""
+        """Kill the shim and its VM, whatever they are doing, and undo what the shim would have."""
         proc.kill(self.state.pid, signal.SIGKILL) if self.shim_alive() else None
-        qemu_start = proc.start_time(self.state.qemu_pid) if self.state.qemu_pid else None
-        if qemu_start is not None and _is_qemu(self.state.qemu_pid):
-            proc.kill(self.state.qemu_pid, signal.SIGKILL)
-            proc.wait_gone(self.state.qemu_pid, qemu_start, 5.0)
         proc.wait_gone(self.state.pid, self.state.pid_start, 5.0)
+        self.teardown()
 
+    def teardown(self) -> None:
+        """The sandbox torn down from the recorded state (its shim is gone)."""
+        from runv.sandbox.teardown import teardown
 
-def _is_qemu(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().startswith("qemu")
-    except OSError:
-        return False
+        teardown(self.state)
 

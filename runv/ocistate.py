@@ -15,7 +15,7 @@ STATE_FIELDS: dict[str, tuple[type, ...]] = {
     "id": _STR, "bundle": _STR, "status": _STR, "pid": _INT, "pid_start": _OPT_INT,
     "qemu_pid": _INT, "rootfs": _STR, "created": _STR, "annotations": _DICT,
     "exit_code": _OPT_INT, "accel": _STR, "netns": _STR, "hooks": _DICT, "cgroup": _STR,
-    "cgroup_made": (list, type(None)),
+    "cgroup_made": (list, type(None)), "qemu_start": _OPT_INT, "netns_path": _STR, "taps": _DICT,
 }
 
 
@@ -34,7 +34,8 @@ def well_formed(data: object, container_id: str) -> bool:
         return False
     made = data.get("cgroup_made") or []
     return all(isinstance(d, str) for d in made) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.get("annotations", {}).items())
+        isinstance(k, str) and isinstance(v, str)
+        for field in ("annotations", "taps") for k, v in data.get(field, {}).items())
 
 
 def live_status(recorded: str, pid: int, pid_start: int | None) -> str:

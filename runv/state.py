@@ -55,6 +55,10 @@ class State:
     hooks: dict[str, Any] = field(default_factory=dict)
     cgroup: str = ""  # the cgroups the shim joined, ":"-separated
     cgroup_made: list[str] | None = None  # the cgroup dirs runv made, to remove (None: old state)
+    # What tearing the sandbox down needs when its shim is gone (runv.sandbox.teardown):
+    qemu_start: int | None = None  # QEMU's start time, so that a reused pid is not killed
+    netns_path: str = ""  # the network namespace joined by path ("": one the shim made, gone with it)
+    taps: dict[str, str] = field(default_factory=dict)  # tap -> the interface it stands for, until left
 
     def move(self, to: Status, exit_code: int | None = None) -> None:
         """Change the status, if TRANSITIONS allows it (else InvalidTransition)."""

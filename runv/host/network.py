@@ -310,6 +310,15 @@ def teardown(nics: list[Nic] | None = None) -> None:
         _teardown(ipr, nics)
 
 
+def teardown_recorded(taps: dict[str, str]) -> None:
+    """Undo setup() for the taps a shim recorded (tap -> interface) and did not
+    take down itself (it died): the interfaces' config comes from their aliases."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        _teardown(ipr, [n for n in _leftovers(ipr) if n.tap in taps or n.ifname in taps.values()])
+
+
 def _leftovers(ipr: Any) -> list[Nic]:
     nics = [Nic(ifname="", tap=link.get_attr("IFLA_IFNAME"), mac="", mtu=0)
             for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]

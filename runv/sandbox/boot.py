@@ -12,6 +12,7 @@ from runv.agent import protocol as P
 from runv.agent.link import Handshake
 from runv.agent.protocol import Msg
 from runv.errors import QemuError
+from runv.host import proc
 from runv.host.network import Nic
 from runv.oci.config import Bundle
 from runv.qemu.cmdline import Machine, Tap
@@ -55,6 +56,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     root_ro = bool((config.get("root") or {}).get("readonly"))
     shares = staging.stage(sd.file(staging.DIRNAME), P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
     nics = _join_network(state, fresh_netns)
+    state.taps = {nic.tap: nic.ifname for nic in nics}
     taps: list[int] = []
     try:
         taps = _open_taps(nics)
@@ -70,7 +72,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     finally:
         for fd in taps:  # QEMU holds its own
             os.close(fd)
-    state.qemu_pid = vm.pid
+    state.qemu_pid, state.qemu_start = vm.pid, proc.start_time(vm.pid)
     sd.write(state)
     try:
         if not early_validation:

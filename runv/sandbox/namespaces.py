@@ -63,5 +63,6 @@ def join_network_namespace(config: dict[str, Any], state: State) -> bool:
         else:
             syscalls.unshare(syscalls.CLONE_NEWNET)
         state.netns = f"/proc/{os.getpid()}/ns/net"
+        state.netns_path = ns.get("path") or ""
         return not ns.get("path")
     return False

@@ -65,6 +65,11 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
             code = sandbox.run()
         finally:
             leave_network(sandbox.nics)
+            state.taps = {}
+            try:
+                sd.write(state)
+            except OSError:
+                pass  # deleted under us by `delete --force`
     except RunvError as e:
         _report(sync_fd, errors.to_wire(e))
     except P.ProtocolError as e:

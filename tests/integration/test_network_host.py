@@ -367,3 +367,38 @@ def test_a_container_vm_answers_on_its_tap(netns, runv, make_bundle):
     finally:
         runv("delete", "--force", "tap1")
     assert link_names(ct) == ["eth0", "lo"]  # the tap went with the VM
+
+
+@pytest.mark.parametrize("how", ["delete --force", "shim killed, then delete"])
+def test_a_dead_shims_network_is_undone_from_its_state(netns, runv, make_bundle, how):
+    """A shim that never ran its teardown (SIGKILL: `delete --force`, or a crash)
+    leaves its tap and eth0's redirect in a namespace that outlives it: `delete`
+    undoes them from state.json alone, and eth0 gets its addresses back."""
+    import json
+    import signal
+
+    from runv.host import proc
+
+    ct, _ = netns
+
+    def edit(config):
+        config["linux"]["namespaces"] = [
+            ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"] + [
+            {"type": "network", "path": f"/run/netns/{ct}"}]
+    r = runv("run", "-d", "--bundle", make_bundle(["sleep", "300"], config_edit=edit), "deadshim", detached=True)
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        with open(os.path.join(runv.root, "deadshim", "state.json")) as f:
+            state = json.load(f)
+        assert state["taps"] == {"tap0_runv": "eth0"} and state["netns_path"] == f"/run/netns/{ct}"
+        assert "tap0_runv" in link_names(ct)
+        if how == "delete --force":
+            runv("delete", "--force", "deadshim", check=True)
+        else:
+            os.kill(state["pid"], signal.SIGKILL)
+            assert proc.wait_gone(state["pid"], state["pid_start"], 10)
+            assert "tap0_runv" in link_names(ct)  # nobody took it down
+            runv("delete", "deadshim", check=True)
+        assert_restored(ct)
+    finally:
+        runv("delete", "--force", "deadshim")
