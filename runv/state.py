@@ -12,13 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runv.errors import CorruptState, Exists, InvalidArgument, NotFound
-from runv.files import remove_skeleton, write_atomic
+from runv.files import write_atomic
 from runv.ocistate import well_formed
 from runv.status import Status, transition
 
 DEFAULT_ROOT = "/run/runv"
-SHARES_DIR = "shares"   # the VM's staged 9p exports (runv.sandbox.staging)
-SHARES_ROOT = "rootfs"  # the rootfs's export in it: a mount point, never descended into
 MAX_ID_LEN = 255  # the id names a directory (state, cgroup): NAME_MAX
 _ID_PUNCTUATION = set("_+-.")
 
@@ -130,11 +128,9 @@ class StateDir:
     def remove(self) -> None:
         import shutil
 
-        # The shares' skeleton first, without descending: a recursive delete that
-        # met a staging mount (seen from inside a shim's namespace) would delete
-        # the host files it shows. If it is not gone, the state dir stays.
-        if remove_skeleton(self.file(SHARES_DIR), opaque=(SHARES_ROOT,)):
-            shutil.rmtree(self.path, ignore_errors=True)
+        # No mount is ever made in it outside QEMU's own namespace (runv.qemu.jail):
+        # <state dir>/jail is an empty directory everywhere else.
+        shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()
 
 

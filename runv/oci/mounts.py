@@ -1,5 +1,5 @@
 """Map the config's mounts onto the VM: host bind sources become 9p shares
-(staged by runv.sandbox.staging), the rest are mounted by the agent inside the guest."""
+(built by QEMU's jail, runv.qemu.jail), the rest are mounted by the agent inside the guest."""
 from __future__ import annotations
 
 import os
@@ -60,7 +60,7 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
 
 def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], recursive: bool) -> str:
     """Export a bind mount's host source and return its path in the guest: the
-    share holds the source alone, under its basename (runv.sandbox.staging)."""
+    share holds the source alone, under its basename (runv.qemu.jail)."""
     host = source if os.path.isabs(source) else os.path.join(bundle, source)
     if not os.path.exists(host):
         raise SpecError(f"mount source {source}: no such file or directory")

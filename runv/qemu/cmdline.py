@@ -26,17 +26,26 @@ class Device(Protocol):
 
 @dataclass(frozen=True)
 class Share:
-    """A host directory exported over virtio-9p."""
+    """A host path exported over virtio-9p. Without `entry`, `path` is a directory
+    exported as it is (the rootfs). With one, the export is a directory holding
+    `path` alone, under the name `entry` (a bind's source, file or directory): QEMU's
+    jail (runv.qemu.jail) builds it. `recursive`: the mounts below `path` too."""
     tag: str
     path: str
     readonly: bool = False
+    entry: str = ""
+    recursive: bool = True
     templatable: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.entry in (".", "..") or "/" in self.entry or "\0" in self.entry:
+            raise ValueError(f"share {self.tag}: {self.entry!r} is not a name")
 
     def shape(self) -> list[Any]:
         return ["share", self.tag]  # the path and read-only live on the host side only
 
     def args(self) -> list[str]:
-        # remap: the export may cross host mounts (a staged bind is one), whose
+        # remap: the export may cross host mounts (a bind's entry is one), whose
         # inode numbers would collide in the guest.
         ro = ",readonly=on" if self.readonly else ""
         fs = opt(f"fs-{self.tag}")

@@ -8,14 +8,23 @@
    - its binary, ELF interpreter and libraries, its modules and its firmware,
      read-only, at their host paths (the only mounts that may execute);
    - the guest's kernel and initramfs, read-only, at /vm/;
-   - each 9p share at /shares/<tag>, read-only where the share is, and
-     nosuid, nodev and noexec on it and on every mount below it: a device node
-     the guest makes over 9p (QEMU mknods as root) can never be opened by QEMU;
+   - each 9p share at /shares/<tag>: the rootfs bound there itself; a bind's
+     source bound alone on an empty file or directory /shares/<tag>/<entry>,
+     so that the export, a directory of the read-only tmpfs, shows the source
+     and nothing beside it (the guest can create nothing there either).
+     Read-only where the share is, and nosuid, nodev and noexec on it and on
+     every mount below it: a device node the guest makes over 9p (QEMU mknods
+     as root) can never be opened by QEMU. These mounts exist in QEMU's
+     namespace alone: the host's and the shim's never have them, and they go
+     with QEMU. The namespace is a copy of the shim's made after the prestart
+     hooks, so what a hook mounted in a source is exported too;
    - /dev/null, /dev/zero, /dev/urandom, and /dev/kvm under KVM;
    - /proc/self/fd, its own fd directory alone: the 9p server chmods and
      reaches xattrs through /proc/self/fd/N (QEMU 7.2, hw/9pfs/9p-local.c);
    no other /proc, no /sys, no /etc. The template QEMU restores from, and its logs, the
    agent port, QMP and the taps, come as fds;
+   each source is opened (O_PATH) once and bound from its fd, on a mount point
+   of the type found;
 3. pivot_root into it, the old root detached, the new root read-only;
 4. rlimits: no core dumps (a core is the guest's memory), a modest fd count;
 5. the capability bounding set cut to KEEP_CAPS, the inheritable and ambient
@@ -25,10 +34,12 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import resource
 import signal
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -62,7 +73,7 @@ NOFILE = 4096
 class Bind:
     source: str             # a host path
     target: str             # its absolute path in the jail
-    directory: bool
+    directory: bool | None  # what the source must be; None: either (a bind's entry)
     readonly: bool = True
     executable: bool = False
     device: bool = False    # a device node: the one kind of mount without nodev
@@ -87,17 +98,22 @@ class Jail:
         """In the child, before exec. Any failure is written to stderr (QEMU's log)."""
         try:
             sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-            _own_mount_namespace()
-            _mount_root(self.root)
-            for b in self.binds:
-                _bind(self.root, b)
-            _bind(self.root, own_fds())
-            _pivot(self.root)
+            self.build()
             _limit_resources()
             _drop_privileges(self.last_cap)
         except OSError as e:
             os.write(2, f"cannot jail qemu: {e}\n".encode())
             raise
+
+    def build(self) -> None:
+        """Steps 1 to 3: the calling process ends in the jail's root, alone in its
+        mount namespace."""
+        _own_mount_namespace()
+        _mount_root(self.root)
+        for b in self.binds:
+            _bind(self.root, b)
+        _bind(self.root, own_fds())
+        _pivot(self.root)
 
 
 def for_machine(machine: Machine, root: str) -> tuple[Jail, Machine]:
@@ -112,12 +128,21 @@ def for_machine(machine: Machine, root: str) -> tuple[Jail, Machine]:
     devices = []
     for dev in machine.devices:
         if isinstance(dev, Share):
-            target = f"{SHARES_DIR}/{dev.tag}"
-            binds.append(Bind(dev.path, target, directory=True, readonly=dev.readonly, recursive=True))
-            dev = dataclasses.replace(dev, path=target)
+            binds.append(share_bind(dev))
+            dev = dataclasses.replace(dev, path=f"{SHARES_DIR}/{dev.tag}", entry="")
         devices.append(dev)
     jailed = dataclasses.replace(machine, qemu=runtime.qemu, kernel=kernel, initrd=initrd, devices=devices)
     return Jail(root, binds, {"LD_LIBRARY_PATH": runtime.library_path}, _last_cap()), jailed
+
+
+def share_bind(share: Share) -> Bind:
+    """A share's mount in the jail: the directory itself at /shares/<tag>, or its
+    entry alone in it, at /shares/<tag>/<entry>."""
+    export = f"{SHARES_DIR}/{share.tag}"
+    if not share.entry:
+        return Bind(share.path, export, directory=True, readonly=share.readonly, recursive=share.recursive)
+    return Bind(share.path, f"{export}/{share.entry}", directory=None, readonly=share.readonly,
+                recursive=share.recursive)
 
 
 # --- what QEMU needs to run ------------------------------------------------------
@@ -235,13 +260,23 @@ def _mount_root(root: str) -> None:
 
 
 def _bind(root: str, b: Bind) -> None:
+    """Bind the source, opened once, on a mount point of its type: a swap of the
+    path after the check cannot change what is bound."""
     target = root + b.target
-    if b.directory:
-        os.makedirs(target, 0o755, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    sc.mount(b.source, target, None, sc.MS_BIND | (sc.MS_REC if b.recursive else 0))
+    fd = os.open(b.source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if b.directory is not None and is_dir != b.directory:
+            code = errno.ENOTDIR if b.directory else errno.EISDIR
+            raise OSError(code, os.strerror(code), b.source)
+        if is_dir:
+            os.makedirs(target, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        sc.mount(f"/proc/self/fd/{fd}", target, None, sc.MS_BIND | (sc.MS_REC if b.recursive else 0))
+    finally:
+        os.close(fd)
     try:
         sc.mount_setattr(target, b.attributes(), b.recursive)
     except OSError as e:

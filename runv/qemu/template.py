@@ -206,7 +206,7 @@ def _make(machine: Machine, port_name: str, base: str, key: str) -> None:
 def _with_shares(machine: Machine, path: str) -> Machine:
     os.makedirs(path, mode=0o755, exist_ok=True)
     return dataclasses.replace(machine, devices=[
-        Share(d.tag, path, d.readonly) if isinstance(d, Share) else d for d in machine.devices])
+        dataclasses.replace(d, path=path, entry="") if isinstance(d, Share) else d for d in machine.devices])
 
 
 def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Boot: everything from a config to a guest whose agent has created the
 container (its init waiting for START). The createRuntime, prestart and
-createContainer hooks run here, the shares are staged, the NICs joined to
+createContainer hooks run here, the shares named, the NICs joined to
 taps, and the VM restored from a template or booted."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     from runv.oci.config import explained, validate
     from runv.qemu import assets
     from runv.qemu.accel import choose
-    from runv.sandbox import staging
+    from runv.sandbox.shares import exports
 
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
@@ -52,9 +52,10 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
                   "pid": state.pid, "bundle": state.bundle, "annotations": state.annotations}
     hooks.run(state.hooks, "createRuntime", hook_state, bundle.path, host_netns)
     hooks.run(state.hooks, "prestart", hook_state, bundle.path, host_netns)
-    # After the hooks: what they mounted in the rootfs or a source is exported too.
+    # Checked after the hooks, and bound by QEMU's jail later still: what they
+    # mounted in the rootfs or a source is exported too.
     root_ro = bool((config.get("root") or {}).get("readonly"))
-    shares = staging.stage(sd.file(staging.DIRNAME), P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
+    shares = exports(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
     nics = _join_network(state, fresh_netns)
     state.taps = {nic.tap: nic.ifname for nic in nics}
     taps: list[int] = []

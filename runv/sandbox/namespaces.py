@@ -11,19 +11,24 @@ from runv.errors import RunvError
 from runv.host import syscalls
 from runv.state import State
 
-# Not the mount namespace: the shim always makes its own (runv.sandbox.staging) and never
-# joins one by path (it needs the host's filesystem); a path is only checked.
 HOST_NAMESPACES = ("ipc", "uts", "cgroup")
+# Made anew but never joined by path: the shim needs the host's filesystem. A path
+# is only checked. Without an entry the shim stays in the host's mount namespace,
+# and so do the hooks it runs (what a hook mounts reaches the host).
+NEW_ONLY = ("mount",)
 
 
 def join_host_namespaces(config: dict[str, Any]) -> None:
     """The shim (the container's pid on the host) joins or makes the ipc, uts and
-    cgroup namespaces the config names, so that host-side views of the container
-    match. The guest makes its own for the processes inside."""
+    cgroup namespaces the config names, and makes a mount namespace if it names a
+    new one, so that host-side views of the container match. The guest makes its
+    own for the processes inside."""
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         kind = ns.get("type", "")
         if ns.get("path"):
             check_type(ns["path"], kind)
+        if kind in NEW_ONLY and not ns.get("path"):
+            syscalls.unshare(syscalls.NAMESPACE_FLAGS[kind])
         if kind not in HOST_NAMESPACES:
             continue
         flag = syscalls.NAMESPACE_FLAGS[kind]

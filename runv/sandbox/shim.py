@@ -40,9 +40,6 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         _join_cgroup(bundle.config, state)
         sd.write(state)  # so that a failed create can find the cgroup to remove
         namespaces.join_host_namespaces(bundle.config)
-        from runv.sandbox import staging
-
-        staging.private_namespace()  # before the shares are staged, and QEMU forked
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
             # The container's stdio is the pty; the engine reads create's own

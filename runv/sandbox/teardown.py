@@ -1,8 +1,8 @@
 """Tear a sandbox down from its recorded state alone, once its shim is gone
 (killed by `delete --force`, or dead): QEMU, found by its pid and start time,
-and the taps left in a network namespace that outlives the shim. The staging
-skeleton and the cgroup dirs runv made are removed by the container layer
-(runv.state, runv.host.cgroups), from the same record."""
+and the taps left in a network namespace that outlives the shim. The state dir
+and the cgroup dirs runv made are removed by the container layer (runv.state,
+runv.host.cgroups), from the same record."""
 from __future__ import annotations
 
 import os

@@ -1,9 +1,11 @@
 """Bind mounts export exactly their source: a privileged container that looks
 everywhere it can (the guest's shares, every 9p tag it can mount itself) finds
-nothing beside the bound file or directory; the staging mounts never reach the
-host's mount table; a bundle path with a comma cannot change what is exported."""
+nothing beside the bound file or directory; the exports' mounts exist in QEMU's
+jail alone, never in the host's mount table nor the shim's; a bundle path with a
+comma cannot change what is exported."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -49,10 +51,15 @@ def privileged(config: dict) -> None:
     config["linux"].pop("seccomp", None)
 
 
-def host_mounts_mentioning(*paths: str) -> list[str]:
-    """Lines of the host's mount table (pid 1's) whose mount point or root is under a path."""
-    with open("/proc/1/mountinfo") as f:
+def host_mounts_mentioning(*paths: str, pid: int = 1) -> list[str]:
+    """Lines of a mount table (the host's: pid 1's) whose mount point or root is under a path."""
+    with open(f"/proc/{pid}/mountinfo") as f:
         return [ln for ln in f if any(p in ln for p in paths)]
+
+
+def mount_points(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [ln.split()[4] for ln in f]
 
 
 def wait_stopped(runv, cid: str, timeout: float = 180) -> None:
@@ -93,11 +100,15 @@ def test_a_bind_shows_its_source_and_nothing_beside_it(runv, make_bundle, tmp_pa
     assert r.returncode == 0, err_path.read_text()
     state_dir = os.path.join(runv.root, "binds")
     try:
-        # The VM runs with its shares staged: in the shim's namespace, never in the host's.
-        shim = runv.state("binds")["pid"]
-        with open(f"/proc/{shim}/mountinfo") as f:
-            assert sum(state_dir in ln for ln in f) >= 5  # shares/ itself, the rootfs, 3 binds
-        assert host_mounts_mentioning(state_dir, str(secret), str(other), str(dirs)) == []
+        # The VM runs with its exports built in QEMU's jail: each source alone on an
+        # entry of the jail's tmpfs, never a mount in the host's namespace nor the shim's.
+        with open(os.path.join(state_dir, "state.json")) as f:
+            state = json.load(f)
+        exports = {"/shares/rootfs", "/shares/b7/bound.txt", "/shares/b8/ro.txt", "/shares/b9/inner"}
+        assert exports <= set(mount_points(state["qemu_pid"])), mount_points(state["qemu_pid"])
+        for pid in (1, state["pid"]):
+            assert host_mounts_mentioning(state_dir, str(secret), str(other), str(dirs), pid=pid) == [], pid
+            assert not [p for p in mount_points(pid) if p.startswith("/shares")], pid
         assert runv("start", "binds").returncode == 0
         wait_stopped(runv, "binds")
     finally:

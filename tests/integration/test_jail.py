@@ -96,10 +96,11 @@ def test_qemu_runs_jailed(runv, make_bundle, tmp_path):
         assert "ro" in mounts["/"]
         for point in ("/etc", "/proc", "/sys", "/run", "/tmp", "/var", "/root", "/home"):
             assert point not in mounts, point
-        for share in ("rootfs", rw, ro):
-            assert {"nosuid", "nodev", "noexec"} <= mounts[f"/shares/{share}"], (share, mounts)
-        # A bind's share holds its source alone, under its basename (runv.sandbox.staging).
+        assert {"nosuid", "nodev", "noexec"} <= mounts["/shares/rootfs"], mounts
+        # A bind's share is a directory of the jail's read-only tmpfs holding its source
+        # alone, under its basename: the export is no mount, its entry is.
         for share, name in ((rw, "rw"), (ro, "ro")):
+            assert f"/shares/{share}" not in mounts and os.listdir(f"{root}/shares/{share}") == [name]
             assert {"nosuid", "nodev", "noexec"} <= mounts[f"/shares/{share}/{name}"], (share, mounts)
         assert "ro" in mounts[f"/shares/{ro}/ro"] and "rw" in mounts[f"/shares/{rw}/rw"]
         assert all("noexec" in opts or point.startswith(("/usr/", "/lib")) for point, opts in mounts.items()

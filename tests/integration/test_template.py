@@ -21,6 +21,7 @@ from runv.oci import mounts
 from runv.oci.default_spec import default_config
 from runv.qemu import template
 from runv.qemu.cmdline import Machine, Share
+from runv.sandbox.shares import exports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -96,10 +97,8 @@ def test_template_restored_twice_at_once(guest, cache, tmp_path, rootfs_template
     # beta's root is read-only, as a share too (as shim.boot has it). The template
     # is made from beta's machine, so alpha's writable share differs from it.
     bundles = [bundle(tmp_path, rootfs_template, name, ro) for name, ro in (("alpha", False), ("beta", True))]
-    shapes = [machine(guest, Share(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs"), config["root"]["readonly"]),
-                      # Unstaged (this process has no mount namespace of its own): the
-                      # source's parent holds it under its name, as a staged share does.
-                      *(Share(m.tag, os.path.dirname(m.source), m.readonly) for m in plan.binds))
+    shapes = [machine(guest, *exports(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs"), config["root"]["readonly"],
+                                      plan.binds))
               for b, config, plan in bundles]
     assert template.template_key(shapes[0]) == template.template_key(shapes[1])
 

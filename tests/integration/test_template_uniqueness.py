@@ -12,7 +12,7 @@ from test_template import bundle, cache, guest, machine, run_container  # noqa: 
 
 from runv.agent import protocol as P
 from runv.qemu import template
-from runv.qemu.cmdline import Share
+from runv.sandbox.shares import exports
 
 PROBE = ("cat /proc/sys/kernel/random/uuid; "
          "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
@@ -25,9 +25,8 @@ def test_two_restored_guests_differ(guest, cache, tmp_path, rootfs_template):  #
     bundles = [bundle(tmp_path, rootfs_template, name, False) for name in ("one", "two")]
     for _, config, _ in bundles:
         config["process"]["args"] = ["sh", "-c", PROBE]
-    # Unstaged, as in test_template: the bind source's parent holds it under its name.
-    shapes = [machine(guest, Share(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs")),
-                      *(Share(m.tag, os.path.dirname(m.source), m.readonly) for m in plan.binds))
+    # The shares as the shim names them: QEMU's jail builds each bind's export.
+    shapes = [machine(guest, *exports(P.SHARE_ROOT_TAG, os.path.join(b, "rootfs"), False, plan.binds))
               for b, _, plan in bundles]
     path = template.ensure(shapes[0], wait=True)
     assert path, os.listdir(cache)
