@@ -48,7 +48,11 @@ def entry() -> None:
             from runv.ocistate import oci_state, well_formed
 
             if well_formed(data, cid):
-                print(json.dumps(oci_state(data), indent=2))
+                try:
+                    print(json.dumps(oci_state(data), indent=2), flush=True)
+                except BrokenPipeError:  # the reader went away: no traceback for it
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    sys.exit(1)
                 sys.exit(0)
     # Anything else, including every error, gets the full CLI.
     from runv.cli import entry as full_entry

@@ -3,8 +3,6 @@ but the standard library's lightest modules: `runv state` is called many
 times per container, and runv.fast answers it without loading the rest."""
 from __future__ import annotations
 
-from typing import Any
-
 from runv import OCI_VERSION
 from runv.host import proc
 
@@ -47,12 +45,14 @@ def live_status(recorded: str, pid: int, pid_start: int | None) -> str:
     return recorded
 
 
-def oci_state(data: dict[str, Any]) -> dict[str, Any]:
-    status = live_status(data.get("status", ""), data.get("pid", 0), data.get("pid_start"))
+def oci_state(data: dict[str, object]) -> dict[str, object]:
+    pid, start = data.get("pid", 0), data.get("pid_start")
+    status = live_status(str(data.get("status", "")), pid if isinstance(pid, int) else 0,
+                         start if isinstance(start, int) else None)
     return {
         "ociVersion": OCI_VERSION,
         "id": data["id"],
-        "pid": data.get("pid", 0) if status != "stopped" else 0,
+        "pid": pid if status != "stopped" else 0,
         "status": status,
         "bundle": data.get("bundle", ""),
         "rootfs": data.get("rootfs", ""),
