@@ -55,6 +55,9 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     # Checked after the hooks, and bound by QEMU's jail later still: what they
     # mounted in the rootfs or a source is exported too.
     root_ro = bool((config.get("root") or {}).get("readonly"))
+    if root_ro:
+        from runv.sandbox import mountpoints
+        mountpoints.make(bundle.rootfs, config.get("mounts") or [])
     shares = exports(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
     nics = _join_network(state, fresh_netns)
     state.taps = {nic.tap: nic.ifname for nic in nics}

@@ -1,0 +1,27 @@
+"""What containerd's CRI plugin asks of runv for a pod, checked on runv alone."""
+from __future__ import annotations
+
+import os
+
+
+def test_read_only_root_gets_its_missing_mount_points(runv, make_bundle, tmp_path):
+    """A pod's pause container: a read-only root without /etc/resolv.conf (or /dev/shm's
+    parent), a file bound there read-only, a tmpfs on /dev/shm (failed before: the guest
+    cannot create a mount point in a root exported read-only)."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.53\n")
+    shm = tmp_path / "shm"
+    shm.mkdir()
+
+    def edit(config):
+        config["root"]["readonly"] = True
+        config["mounts"] += [
+            {"destination": "/dev/shm", "type": "bind", "source": str(shm), "options": ["rbind", "ro"]},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv), "options": ["rbind", "ro"]},
+            {"destination": "/new/dir", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+        ]
+    bundle = make_bundle(["sh", "-c", "cat /etc/resolv.conf; test -d /new/dir && echo dir"], config_edit=edit)
+    assert not os.path.exists(os.path.join(bundle, "rootfs", "etc", "resolv.conf"))
+    r = runv("run", "--bundle", bundle, "pause-like")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split("\n") == ["nameserver 10.0.0.53", "dir", ""]
