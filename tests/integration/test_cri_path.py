@@ -25,3 +25,30 @@ def test_read_only_root_gets_its_missing_mount_points(runv, make_bundle, tmp_pat
     r = runv("run", "--bundle", bundle, "pause-like")
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().split("\n") == ["nameserver 10.0.0.53", "dir", ""]
+
+
+def test_a_container_joining_a_uts_namespace_takes_its_hostname(runv, make_bundle):
+    """A pod's app container joins the pause container's UTS namespace by path and
+    names no hostname: its VM gets the pause container's (failed before: "(none)")."""
+    import json
+
+    def pause(config):
+        config["hostname"] = "pod-a"
+    a = make_bundle(["sleep", "600"], config_edit=pause)
+    r = runv("create", "--bundle", a, "uts-pause", detached=True)
+    assert r.returncode == 0, r.stderr
+    try:
+        pid = json.loads(runv("state", "uts-pause", check=True).stdout)["pid"]
+        uts = f"/proc/{pid}/ns/uts"
+        assert os.readlink(uts) != os.readlink("/proc/self/ns/uts")
+
+        def app(config):
+            config.pop("hostname", None)
+            for ns in config["linux"]["namespaces"]:
+                if ns["type"] == "uts":
+                    ns["path"] = uts
+        b = make_bundle(["hostname"], config_edit=app)
+        r = runv("run", "--bundle", b, "uts-app")
+        assert (r.returncode, r.stdout.decode()) == (0, "pod-a\n"), r.stderr
+    finally:
+        runv("delete", "--force", "uts-pause")
