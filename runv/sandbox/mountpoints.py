@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class MountPoint:
     directory: bool
 
 
-def needed(mounts: list[dict]) -> list[MountPoint]:
+def needed(mounts: list[dict[str, Any]]) -> list[MountPoint]:
     """The mount points of a config's mounts that lie in the rootfs itself."""
     out: list[MountPoint] = []
     earlier: list[str] = []
@@ -41,7 +42,7 @@ def needed(mounts: list[dict]) -> list[MountPoint]:
     return out
 
 
-def _is_dir_source(m: dict) -> bool:
+def _is_dir_source(m: dict[str, Any]) -> bool:
     options = m.get("options") or []
     if m.get("type") != "bind" and "bind" not in options and "rbind" not in options:
         return True
@@ -51,7 +52,7 @@ def _is_dir_source(m: dict) -> bool:
         return True   # a missing source fails later with its own error
 
 
-def make(rootfs: str, mounts: list[dict]) -> None:
+def make(rootfs: str, mounts: list[dict[str, Any]]) -> None:
     """Create the missing mount points of `mounts` in rootfs (best effort)."""
     for mp in needed(mounts):
         _make_one(rootfs, mp)
