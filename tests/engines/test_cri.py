@@ -17,7 +17,7 @@ import urllib.request
 
 import cri
 import pytest
-from conftest import CRI_HANDLER
+from daemons import RUNTIME as CRI_HANDLER
 
 pytestmark = pytest.mark.engines
 
