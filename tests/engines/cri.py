@@ -158,6 +158,16 @@ def bridge_ports() -> list[str]:
         return []
 
 
+def _in_pod_cgroup(pid: int) -> bool:
+    """Whether a process sits in a test pod's cgroup (runv puts each VM's QEMU
+    there; its argv names none of our dirs, and an orphan has no runv parent)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.split(":", 2)[2].startswith(CGROUP_PARENT + "/") for line in f)
+    except (OSError, IndexError):
+        return False
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -348,7 +358,7 @@ state = "{self.state}"
             if p.pid in (me, daemon):
                 continue
             shim = p.comm.startswith("containerd-shim") and f"-address {self.sock}" in p.cmdline
-            if shim or self.rundir in p.cmdline:
+            if shim or self.rundir in p.cmdline or _in_pod_cgroup(p.pid):
                 found.append(f"process {p.pid} ({p.comm}): {p.cmdline[:200]}")
         return found
 
