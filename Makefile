@@ -12,7 +12,7 @@ export RUNV_CACHE
 
 APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc libelf-dev \
 	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod \
-	podman netavark aardvark-dns iptables
+	podman netavark aardvark-dns iptables containerd containernetworking-plugins
 
 .PHONY: all deps kernel initramfs venv install demo test unit fuzz conformance bench clean
 

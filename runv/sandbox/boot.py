@@ -55,6 +55,9 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     # Checked after the hooks, and bound by QEMU's jail later still: what they
     # mounted in the rootfs or a source is exported too.
     root_ro = bool((config.get("root") or {}).get("readonly"))
+    if root_ro:
+        from runv.sandbox import mountpoints
+        mountpoints.make(bundle.rootfs, config.get("mounts") or [])
     shares = exports(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
     nics = _join_network(state, fresh_netns)
     state.taps = {nic.tap: nic.ifname for nic in nics}
@@ -121,12 +124,23 @@ def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:
     return qemu_vm.launch(machine, P.PORT_NAME, sd.path)
 
 
+# How the CRI runtimes mark a pod's pause container (containerd, CRI-O).
+POD_SANDBOX_ANNOTATIONS = {"io.kubernetes.cri.container-type": "sandbox",
+                           "io.kubernetes.cri-o.ContainerType": "sandbox"}
+
+
+def is_pod_sandbox(annotations: dict[str, str]) -> bool:
+    return any(annotations.get(k) == v for k, v in POD_SANDBOX_ANNOTATIONS.items())
+
+
 def _join_network(state: State, fresh_netns: bool) -> list[Any]:
     """The NICs of the container's own network namespace, each joined to a tap."""
     if not state.netns:
         return []  # the host's network: the VM gets no NIC (a VM cannot share it)
     if fresh_netns and not state.hooks:
         return []  # a namespace we just made, that no hook could fill: only lo
+    if is_pod_sandbox(state.annotations or {}):
+        return []  # the pause container only holds the pod's namespaces: its app container takes the NIC
     from runv.host import network
 
     return network.setup()

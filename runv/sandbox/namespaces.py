@@ -39,6 +39,21 @@ def join_host_namespaces(config: dict[str, Any]) -> None:
                 raise RunvError(f"cannot join {kind} namespace {ns['path']}: {e.strerror}") from None
         else:
             syscalls.unshare(flag)
+        if kind == "uts":
+            _share_hostname(config, joined=bool(ns.get("path")))
+
+
+def _share_hostname(config: dict[str, Any], joined: bool) -> None:
+    """The host-side UTS namespace carries the container's hostname, as runc's does:
+    a new one gets the config's; a container that joins one by path and names no
+    hostname of its own takes that namespace's into its VM (a CRI pod's app
+    containers join the pause container's UTS namespace, and name none)."""
+    import socket
+
+    if not joined and config.get("hostname"):
+        socket.sethostname(config["hostname"])
+    elif joined and not config.get("hostname"):
+        config["hostname"] = socket.gethostname()
 
 
 def check_type(path: str, kind: str) -> None:

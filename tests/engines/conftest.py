@@ -211,3 +211,111 @@ def podman_engine(runv_bin, tmp_path_factory):
 def podman(podman_engine):
     yield podman_engine
     podman_engine.remove_containers()
+
+
+# ---------------------------------------------------------------- Kubernetes' CRI (cri.py)
+
+# The RuntimeClass handler the CRI tests run pods with (runc to check the plumbing, see RUNTIME).
+CRI_HANDLER = RUNTIME
+
+
+class CriSession:
+    """The private containerd (cri.py) and a CRI client to it."""
+
+    def __init__(self, engine, client):
+        self.engine = engine
+        self.client = client
+
+
+@pytest.fixture(scope="session")
+def cri_engine(runv_bin, tmp_path_factory):
+    """containerd 1.6 with its CRI plugin, a CNI bridge, the handlers runv and runc,
+    and local busybox and pause images; see cri.py for what it shares with the host."""
+    import cri
+    from cri_client import Cri
+
+    try:
+        daemons.ensure_packages(cri.PACKAGES)
+    except EngineError as e:
+        pytest.fail(str(e), pytrace=False)
+    workdir = str(tmp_path_factory.mktemp("cri"))
+    engine = cri.CriContainerd(workdir=workdir, runv=daemons.find_runv())
+    try:
+        engine.start()
+        client = Cri(engine.sock, os.path.join(workdir, "gen"))
+        client.version(timeout=30)
+    except BaseException as e:
+        forced = engine.stop()
+        if isinstance(e, EngineError):
+            pytest.fail(f"{e}\n(forced at stop: {forced})", pytrace=False)
+        raise
+    print(f"\nCRI containerd up in {engine.timings} (logs in {workdir})", file=sys.stderr)
+    session = CriSession(engine, client)
+    yield session
+
+    try:
+        remove_pods(session)
+        leaked = engine.leftovers()
+    finally:
+        client.close()
+        forced = engine.stop()
+    assert leaked == [], f"pods left these behind once removed: {leaked} (logs in {workdir})"
+    assert forced == [], f"stopping the CRI containerd left these behind: {forced} (logs in {workdir})"
+    assert cri.HostBefore.now() == engine.before, "the host's shared CNI/cgroup state was not given back"
+
+
+def remove_pods(session: CriSession) -> list[str]:
+    """Stop and remove every pod of the private containerd, as the kubelet does."""
+    ids = [p.id for p in session.client.pods()]
+    for pod_id in ids:
+        session.client.stop_pod(pod_id)
+        session.client.remove_pod(pod_id)
+    session.engine.seen.extend(ids)
+    return ids
+
+
+class Pods:
+    """Pods made through the CRI, with cri.CGROUP_PARENT and a log dir in the test's tmp."""
+
+    def __init__(self, session: CriSession, tmpdir: str):
+        self.client = session.client
+        self.session = session
+        self.tmpdir = tmpdir
+
+    def run(self, name: str, hostname: str = "", handler: str = CRI_HANDLER):
+        import cri
+
+        uid = uuid.uuid4().hex
+        config = self.client.pod_config(name=name, uid=uid, hostname=hostname or name,
+                                        log_directory=os.path.join(self.tmpdir, "logs", name),
+                                        cgroup_parent=cri.CGROUP_PARENT)
+        pod_id = self.client.run_pod(config, handler)
+        self.session.engine.seen.append(pod_id)
+        return cri.Pod(pod_id, config, handler)
+
+    def start(self, pod, name: str, command: list[str]) -> str:
+        """Create and start a busybox container in the pod; returns its id."""
+        import cri
+
+        config = self.client.container_config(name, cri.BUSYBOX_IMAGE, command, f"{name}/0.log")
+        cid = self.client.create_container(pod.id, config, pod.config)
+        pod.containers.append(cid)
+        self.session.engine.seen.append(cid)
+        self.client.start_container(cid)
+        return cid
+
+    def log_path(self, pod, name: str) -> str:
+        return os.path.join(pod.config.log_directory, name, "0.log")
+
+    def remove(self, pod) -> None:
+        self.client.stop_pod(pod.id)
+        self.client.remove_pod(pod.id)
+
+
+@pytest.fixture
+def cri_pods(cri_engine, tmp_path):
+    """Make pods; after the test every pod is stopped and removed, and nothing may be left."""
+    yield Pods(cri_engine, str(tmp_path))
+    remove_pods(cri_engine)
+    leaked = cri_engine.engine.leftovers()
+    assert leaked == [], f"the test's pods left these behind once removed: {leaked}"

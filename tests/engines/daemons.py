@@ -55,6 +55,8 @@ CTR_RUNTIME_ROOT = f"/run/containerd/runc/{NAMESPACE}"
 RUNV_DEFAULT_ROOT = "/run/runv"
 # Mounts under these belong to the engines (rootfs, netns, shm, the data root).
 ENGINE_MOUNT_PREFIXES = ("/run/containerd", "/var/lib/containerd", "/run/docker", "/var/lib/docker")
+# In the argv of the CRI tests' private containerd (cri.py), which may run beside ours.
+CRI_PRIVATE_MARK = "runv-cri-"
 
 CONTAINERD_CONFIG = f"""\
 version = 2
@@ -149,7 +151,8 @@ def processes() -> list[Proc]:
 
 
 def pids_named(comm: str) -> list[int]:
-    return [p.pid for p in processes() if p.comm == comm]
+    """The processes called comm, but for the CRI tests' private containerd."""
+    return [p.pid for p in processes() if p.comm == comm and CRI_PRIVATE_MARK not in p.cmdline]
 
 
 def descendants(pids, procs: list[Proc] | None = None) -> list[int]:
