@@ -64,7 +64,7 @@ def main() -> int:
         with open(os.path.join(os.path.dirname(path), "meta.json")) as f:
             meta = json.load(f)
         times: dict[str, list[float]] = {"boot": [], "restore": []}
-        for i in range(args.runs):
+        for _ in range(args.runs):
             for kind in times:
                 state_dir = tempfile.mkdtemp(dir=work)
                 t = time.monotonic()

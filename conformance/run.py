@@ -508,7 +508,7 @@ def unmount_cgroups(made: list[str]) -> None:
         if os.path.islink(path):
             os.unlink(path)
             continue
-        for dirpath, dirnames, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+        for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
             if dirpath != path:
                 try:
                     os.rmdir(dirpath)
@@ -672,7 +672,7 @@ def format_table(tests: list[str], runtimes: list[Runtime],
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     w = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
-    fmt = "  ".join("{:<%d}" % n for n in w)
+    fmt = "  ".join(f"{{:<{n}}}" for n in w)
     return "\n".join(fmt.format(*r).rstrip() for r in [head] + rows)
 
 

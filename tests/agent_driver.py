@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-from dataclasses import dataclass
 import http.server
 import os
 import select
@@ -26,16 +25,17 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from runv.agent import protocol as P  # noqa: E402
+from runv.agent.link import Handshake  # noqa: E402
 from runv.agent.protocol import Msg, Tag  # noqa: E402
 from runv.agent.records import create_records, process_records  # noqa: E402
 from runv.oci.default_spec import default_config  # noqa: E402
 from runv.oci.mounts import GuestMount  # noqa: E402
-from runv.agent.link import Handshake  # noqa: E402
 from runv.qemu.cmdline import KERNEL_ARGS, Console, Machine, SerialPort, Share  # noqa: E402
 
 

@@ -267,7 +267,7 @@ class Daemons:
     # -- start
 
     def refuse_running(self) -> None:
-        for name, sock in (("containerd", CONTAINERD_SOCK), ("dockerd", DOCKER_SOCK)):
+        for name, _sock in (("containerd", CONTAINERD_SOCK), ("dockerd", DOCKER_SOCK)):
             pids = pids_named(name)
             if pids:
                 raise EngineError(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from agent_driver import Selftest, make_rootfs
 
 GROUPS = sorted(name for name in dir(Selftest) if name.startswith("test_"))

@@ -415,7 +415,7 @@ def _set(config, path, value):
 
 def test_mutated_configs_through_runv_run(runv, make_bundle):
     for i, (path, value) in enumerate(mutations(20)):
-        bundle = make_bundle(["true"], config_edit=lambda c: _set(c, path, value))
+        bundle = make_bundle(["true"], config_edit=lambda c, path=path, value=value: _set(c, path, value))
         cid = f"mut{i}-{os.getpid()}"
         r = runv("run", "--bundle", bundle, cid)
         if r.returncode != 0:

@@ -63,7 +63,7 @@ def test_two_restored_guests_differ(guest, cache, tmp_path, rootfs_template):  #
         assert status == 0, f"vm{i}: status {status}, stderr {err!r}"
         lines = out.decode().splitlines()
         assert len(lines) == len(FIELDS), out
-        seen.append(dict(zip(FIELDS, lines)))
+        seen.append(dict(zip(FIELDS, lines, strict=False)))
     one, two = seen
     print(f"restored from one template:\n  {one}\n  {two}")
     # boot_id is made at its first read, after the restore: unique too (while

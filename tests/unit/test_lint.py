@@ -19,7 +19,7 @@ def tool(name: str) -> list[str]:
 
 
 def test_ruff():
-    r = subprocess.run([*tool("ruff"), "check", "--no-cache", "--output-format", "concise", "runv"],
+    r = subprocess.run([*tool("ruff"), "check", "--no-cache", "--output-format", "concise", "runv", "tests", "bench", "conformance"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -13,12 +13,12 @@ HEADER = os.path.join(os.path.dirname(__file__), "..", "..", "kernel", "agent", 
 
 def c_enum(name: str) -> dict[str, int]:
     text = open(HEADER).read()
-    body = re.search(r"enum %s \{(.*?)\};" % name, text, re.S).group(1)
+    body = re.search(rf"enum {name} \{{(.*?)\}};", text, re.S).group(1)
     return {m[0]: int(m[1]) for m in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
 
 
 def c_define(name: str) -> str:
-    return re.search(r"#define %s (\S+)" % name, open(HEADER).read()).group(1)
+    return re.search(rf"#define {name} (\S+)", open(HEADER).read()).group(1)
 
 
 def test_message_ids_match_header():
