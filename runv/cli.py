@@ -26,6 +26,7 @@ COMMANDS = {
     "spec": ("spec", "create a new specification file"),
     "start": ("start", "start a created container"),
     "state": ("state", "output the state of a container"),
+    "update": ("update", "update a container's resource limits, live"),
     "version": ("version", "show the version"),
 }
 

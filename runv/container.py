@@ -65,6 +65,12 @@ class Container:
         require(self.status.can_resume(), self.id, "resume", self.status)
         self._call("resume")
 
+    def update(self, resources: dict[str, Any]) -> None:
+        """New limits (linux.resources fields) for the container and its VM."""
+        status = self.status
+        require(status in (Status.CREATED, Status.RUNNING, Status.PAUSED), self.id, "update", status)
+        self._call("update", resources=resources)
+
     def processes(self) -> list[int]:
         if self.status is Status.STOPPED:
             return []

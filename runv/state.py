@@ -57,6 +57,9 @@ class State:
     qemu_start: int | None = None  # QEMU's start time, so that a reused pid is not killed
     netns_path: str = ""  # the network namespace joined by path ("": one the shim made, gone with it)
     taps: dict[str, str] = field(default_factory=dict)  # tap -> the interface it stands for, until left
+    # linux.resources as applied now (create's, then each `runv update`'s), and the guest's RAM
+    resources: dict[str, Any] = field(default_factory=dict)
+    guest_memory_mb: int = 0
 
     def move(self, to: Status, exit_code: int | None = None) -> None:
         """Change the status, if TRANSITIONS allows it (else InvalidTransition)."""

@@ -14,14 +14,25 @@
 #define CGROUP_DIR CGROUP_ROOT "/container"
 
 /* Makes the container's cgroup and sets its knobs (linux.resources as the
- * host computed them), enabling the controllers they belong to. */
+ * host computed them), enabling the controllers they belong to. The cgroup is
+ * made even without knobs, as runc gives every container one: `runv update`
+ * may set limits later, on the processes already in it. */
 int cgroup_prepare(struct spec *s, struct error *e)
 {
-    char path[PATH_MAX], ctl[64];
-    if (!s->ncgknobs)
-        return 0;
+    /* the controllers `runv update` sets, there from the start as under runc
+     * (one by one: a kernel without one still has the others) */
+    static const char *const controllers[] = {"+cpu", "+memory", "+pids"};
+    for (size_t i = 0; i < sizeof controllers / sizeof *controllers; i++)
+        write_file(CGROUP_ROOT "/cgroup.subtree_control", controllers[i]);
     if (mkdir(CGROUP_DIR, 0755) < 0 && errno != EEXIST)
         return err_set(e, errno, "mkdir %s", CGROUP_DIR);
+    return cgroup_update(s, e);
+}
+
+/* Sets the knobs of the container's cgroup (made by cgroup_prepare). */
+int cgroup_update(struct spec *s, struct error *e)
+{
+    char path[PATH_MAX], ctl[64];
     for (int i = 0; i < s->ncgknobs; i++) {
         const char *knob = s->cgknobs[i].key, *dot = strchr(knob, '.');
         if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {

@@ -143,6 +143,21 @@ static int do_netif(const struct frame *f, struct error *e)
     return 0;
 }
 
+/* New limits for the container's cgroup (`runv update`): CGROUP records only. */
+static int do_update(const struct frame *f, struct error *e)
+{
+    struct spec s = {0};
+    int rc;
+
+    if (!init_proc || init_proc->exited)
+        return err_setx(e, ESRCH, "the container is not running");
+    rc = spec_parse(&s, f->data, f->len, e) < 0 ? -1 : cgroup_update(&s, e);
+    spec_free(&s);
+    if (rc == 0)
+        send_ok(f->stream, NULL, 0);
+    return rc;
+}
+
 /* STDIN, WINSIZE and ACK: stdio of a process, no reply. */
 static void do_stdio(const struct frame *f)
 {
@@ -172,6 +187,7 @@ void dispatch(const struct frame *f)
     case MSG_SIGNAL: rc = do_signal(f, &e); break;
     case MSG_PS: rc = do_ps(f); break;
     case MSG_NETIF: rc = do_netif(f, &e); break;
+    case MSG_UPDATE: rc = do_update(f, &e); break;
     case MSG_STDIN:
     case MSG_WINSIZE:
     case MSG_ACK: do_stdio(f); break;

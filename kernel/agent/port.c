@@ -18,7 +18,7 @@ int port_fd(void) { return port; }
 
 static int known_type(uint32_t t)
 {
-    return (t >= MSG_CREATE && t <= MSG_HELLO) || (t >= MSG_READY && t <= MSG_EXIT) || t == MSG_ACK;
+    return (t >= MSG_CREATE && t <= MSG_UPDATE) || (t >= MSG_READY && t <= MSG_EXIT) || t == MSG_ACK;
 }
 
 int port_read(void)

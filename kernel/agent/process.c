@@ -242,7 +242,7 @@ static int prepare_init(pid_t pid, struct spec *s, struct error *e)
 {
     if ((s->nsflags & CLONE_NEWUSER) && (write_id_maps(pid, s, e) < 0 || apply_limits(pid, s, e) < 0))
         return -1;
-    return s->ncgknobs ? cgroup_enter(pid, e) : 0;
+    return cgroup_enter(pid, e);
 }
 
 int proc_create_init(struct proc *p, struct spec *s, struct error *e)

@@ -31,6 +31,7 @@ enum runv_msg {
     MSG_NETIF = 9,    /* payload: records; configure a guest NIC */
     MSG_HELLO = 10,   /* payload: u64 wall clock (ns since the epoch), then random seed bytes;
                          a new host after a restore: the agent sets the clock, reseeds, says READY */
+    MSG_UPDATE = 11,  /* payload: CGROUP records; new limits for the container's guest cgroup */
 
     /* guest -> host */
     MSG_READY = 100,  /* payload: u32 version, then the agent's name (text) */
@@ -44,7 +45,7 @@ enum runv_msg {
     MSG_ACK = 110,    /* payload: u32 which (0 stdin, 1 stdout, 2 stderr), u32 bytes consumed */
 };
 
-/* Records: the payload of CREATE, EXEC and NETIF is a sequence of
+/* Records: the payload of CREATE, EXEC, NETIF and UPDATE is a sequence of
  *     u32 tag | u32 len | len bytes
  * Strings are not NUL-terminated unless said; integers are little-endian. */
 enum runv_tag {

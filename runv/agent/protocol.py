@@ -29,6 +29,7 @@ class Msg(enum.IntEnum):
     SHUTDOWN = 8
     NETIF = 9
     HELLO = 10
+    UPDATE = 11
     READY = 100
     OK = 101
     ERROR = 102

@@ -235,10 +235,16 @@ def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(shares, int) and shares > 0:  # runc's conversion of shares to weight
         out.append(("cpu.weight", str(1 + ((min(max(shares, 2), 262144) - 2) * 9999) // 262142)))
     quota, period = cpu.get("quota"), cpu.get("period")
-    if isinstance(quota, int) and quota and quota != -1 or isinstance(period, int) and period:
+    if isinstance(quota, int) and quota or isinstance(period, int) and period:  # -1: back to "max"
         q = quota if isinstance(quota, int) and quota > 0 else "max"
         out.append(("cpu.max", f"{q} {period if isinstance(period, int) and period > 0 else 100000}"))
     return out
+
+
+def update_payload(resources: dict[str, Any]) -> bytes:
+    """UPDATE's payload: the container's guest cgroup knobs for `resources`."""
+    knobs = guest_cgroup({"resources": resources})
+    return _fits(b"".join(rec_cstrs(Tag.CGROUP, b"", knob, value) for knob, value in knobs), "the update")
 
 
 def id_map_records(linux: dict[str, Any]) -> list[bytes]:
@@ -277,7 +283,7 @@ def namespace_flags(linux: dict[str, Any]) -> int:
 
 
 __all__ = ["create_records", "process_records", "create_payload", "exec_payload", "mount_record", "parse_mount_options",
-           "namespace_flags", "id_map_records", "guest_cgroup", "rlimits", "record", "rec_i32"]
+           "namespace_flags", "id_map_records", "guest_cgroup", "update_payload", "rlimits", "record", "rec_i32"]
 
 
 def netif_records(nic: Nic) -> bytes:

@@ -1,6 +1,7 @@
 """runv events [--stats] [--interval D] ID: the container's statistics as JSON
 events, as runc prints them. The numbers are the VM's, seen from the host:
-QEMU's CPU time and memory, and the guest's process count."""
+QEMU's CPU time and memory, and the guest's process count; the limits are the
+container's (its linux.resources, as `runv update` last set them)."""
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,21 @@ def stats(c: Container) -> dict[str, Any]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
     pids = c.processes()
-    return {
+    out: dict[str, Any] = {
         "cpu": {"usage": {"total": int((user + system) * 1e9), "user": int(user * 1e9),
                           "kernel": int(system * 1e9)}},
         "memory": {"usage": {"usage": rss}},
         "pids": {"current": len(pids)},
     }
+    # The container's limits as they are now (create's, then `runv update`'s), as runc reports them.
+    res = c.state.resources or {}
+    limit = (res.get("memory") or {}).get("limit")
+    if isinstance(limit, int) and limit > 0:
+        out["memory"]["usage"]["limit"] = limit
+    limit = (res.get("pids") or {}).get("limit")
+    if isinstance(limit, int) and limit > 0:
+        out["pids"]["limit"] = limit
+    return out
 
 
 def _seconds(text: str) -> float:

@@ -193,6 +193,41 @@ def setup(config: dict[str, Any], container_id: str, pid: int) -> Cgroup:
     return Cgroup(dirs, made)
 
 
+def update(dirs: list[str], res: dict[str, Any], memory_floor: int) -> None:
+    """`runv update`: the memory, cpu, cpuset, pids and blkio knobs of the
+    container's existing cgroup `dirs` from the merged resources `res`.
+
+    The VM's RAM does not shrink with the limit (the guest was booted with it):
+    the memory limit the host applies never goes below `memory_floor`, or the
+    host would kill QEMU for RAM the guest already holds. Devices, hugetlb and
+    the network classes are not touched: they are not updatable, as in runc."""
+    check(res)
+    host = {key: res[key] for key in ("memory", "cpu", "pids") if isinstance(res.get(key), dict)}
+    if isinstance(res.get("blockIO"), dict) and res["blockIO"].get("weight"):
+        host["blockIO"] = {"weight": res["blockIO"]["weight"]}
+    mem = dict(host.get("memory") or {})
+    limit = mem.get("limit")
+    if isinstance(limit, int) and limit > 0 and limit < memory_floor:
+        mem["limit"] = memory_floor
+        swap = mem.get("swap")
+        if isinstance(swap, int) and swap > 0:
+            mem["swap"] = swap + memory_floor - limit
+    host["memory"] = mem
+    mounts = _hierarchies()
+    v2_only = "unified" in mounts and mounts["unified"] == ROOT
+    cpu = host.get("cpu") or {}
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise CgroupError(f"the container's cgroup {d} is gone")
+        if v2_only:
+            _apply_v2(d, host)
+            continue
+        controllers = {c for c, m in mounts.items() if c != "unified" and (d + "/").startswith(m + "/")}
+        wanted = {"memory", "cpu", "pids", "blkio"} | ({"cpuset"} if cpu.get("cpus") or cpu.get("mems") else set())
+        controllers &= wanted
+        _apply(d, controllers, host)
+
+
 def refuse_unfit(d: str) -> None:
     """A cgroup that exists must hold no process and not be frozen (runc 1.1
     warns and 1.2 refuses; runv refuses): its processes would share the VM's

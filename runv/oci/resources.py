@@ -31,3 +31,35 @@ def guest_size(config: dict[str, Any]) -> GuestSize:
         cpus = max(1, math.ceil(quota / period))
     cpus = min(cpus, os.cpu_count() or 1)
     return GuestSize(memory, cpus)
+
+
+# What `runv update` may change, as runc's update: section -> fields.
+UPDATABLE = {
+    "memory": ("limit", "reservation", "swap"),
+    "cpu": ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems"),
+    "pids": ("limit",),
+    "blockIO": ("weight",),
+}
+
+
+def merge_update(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """linux.resources after `runv update`: `current` with the fields `change`
+    sets (the UPDATABLE ones; others, such as devices, are ignored as runc
+    ignores them). A memory limit changed alone drags a swap limit that was
+    equal to it along (no swap stays no swap, as in runc). Values are not
+    checked here: check the result (runv.oci.cgroup_check)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
+    for section, fields in UPDATABLE.items():
+        given = change.get(section)
+        if not isinstance(given, dict):
+            continue
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            target = out[section] = {}
+        if section == "memory" and given.get("limit") is not None and given.get("swap") is None \
+                and target.get("swap") is not None and target.get("swap") == target.get("limit"):
+            target["swap"] = given["limit"]
+        for name in fields:
+            if given.get(name) is not None:
+                target[name] = given[name]
+    return out

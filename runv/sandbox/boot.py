@@ -41,6 +41,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     if early_validation:
         validate(config)
     size = explained(config, resources.guest_size, config)
+    state.guest_memory_mb = size.memory_mb
+    state.resources = dict((config.get("linux") or {}).get("resources") or {})  # `runv update` starts here
     plan = explained(config, mounts.plan, config, bundle.path)
     # Built before the VM starts: a config too big for one frame fails here.
     create = explained(config, create_payload, config, plan.mounts, plan.guest_dirs)

@@ -17,7 +17,7 @@ from runv.sandbox.client import SOCKET
 from runv.sandbox.sandbox import Sandbox
 from runv.status import Status
 
-OPS = ("start", "kill", "ps", "pause", "resume", "exec")
+OPS = ("start", "kill", "ps", "pause", "resume", "exec", "update")
 
 
 def _is_int(v: Any) -> TypeGuard[int]:
@@ -107,6 +107,12 @@ def handle(sb: Sandbox, conn: socket.socket, req: dict[str, Any], fds: list[int]
             sb.kill(signo, bool(req.get("all")), stream, answer, fail)
         elif op == "ps":
             sb.ps(answer, fail)
+        elif op == "update":
+            change = req.get("resources")
+            if not isinstance(change, dict):
+                refuse(errors.InvalidArgument("bad update request: resources must be an object"))
+                return
+            sb.update(change, answer, fail)
         elif op in ("pause", "resume"):
             answer(sb.pause(op == "pause"))
         else:

@@ -53,6 +53,7 @@ class Sandbox:
         self.exit_code: int | None = None
         self.shutdown_deadline: float | None = None
         self.qmp: Any = None
+        self.paused_update: bytes | None = None  # UPDATE to send on resume
 
     def attach(self, stream: int, relay: Relay) -> None:
         self.relays[stream] = relay
@@ -243,7 +244,65 @@ class Sandbox:
             for stream, signo, all_ in sorted(self.paused_signals):
                 self.link.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), lambda f: None)
             self.paused_signals.clear()
+            if self.paused_update is not None:
+                self.link.request(Msg.UPDATE, INIT, self.paused_update, lambda f: None)
+                self.paused_update = None
         return {"ok": True}
+
+    def update(self, change: dict[str, Any], answer: Answer, fail: Fail) -> None:
+        """`runv update`: new limits for the host cgroup (the VM) and the guest
+        cgroup (the container). Checked whole before anything is written; if
+        the guest refuses, the host cgroup goes back to what it was. A paused
+        guest gets its limits on resume."""
+        from runv.agent.records import update_payload
+        from runv.host import cgroups
+        from runv.oci import resources
+
+        if Status(self.state.status) not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+            answer(errors.to_wire(errors.InvalidState(
+                f"cannot update container {self.state.id} in {self.state.status} state")))
+            return
+        old = self.state.resources or {}
+        new = resources.merge_update(old, change)
+        cgroups.check(new)  # any JSON: one CgroupError, before anything is written
+        payload = update_payload(new)
+        floor = max(self.state.guest_memory_mb - resources.GUEST_OVERHEAD_MB, 0) * 2**20
+        dirs = [d for d in self.state.cgroup.split(":") if d]
+        try:
+            cgroups.update(dirs, new, floor)
+        except RunvError as e:
+            self._restore_host(dirs, old, floor)
+            answer(errors.to_wire(e))
+            return
+
+        def done(ok: bool) -> None:
+            if ok:
+                self.state.resources = new
+                self._write_state()
+            else:
+                self._restore_host(dirs, old, floor)
+
+        def cb(f: P.Frame) -> None:
+            done(f.type != Msg.ERROR)
+            answer(errors.to_wire(agent_error(f)) if f.type == Msg.ERROR else {"ok": True})
+
+        def failed(why: str) -> None:
+            done(False)
+            fail(why)
+        if self.state.status == Status.PAUSED:
+            self.paused_update = payload
+            done(True)
+            answer({"ok": True})
+            return
+        self.link.request(Msg.UPDATE, INIT, payload, cb, failed)
+
+    def _restore_host(self, dirs: list[str], old: dict[str, Any], floor: int) -> None:
+        from runv.host import cgroups
+
+        try:
+            cgroups.update(dirs, old, floor)
+        except RunvError as e:
+            log.error(f"container {self.state.id}: cannot restore the host cgroup's limits: {e}")
 
     def window_changed(self) -> None:
         relay = self.relays.get(INIT)
@@ -302,6 +361,9 @@ class Sandbox:
     def _move(self, to: Status, exit_code: int | None = None) -> None:
         """The container's status changes only here, and only as runv.status allows."""
         self.state.move(to, exit_code)
+        self._write_state()
+
+    def _write_state(self) -> None:
         try:
             self.sd.write(self.state)
         except OSError:

@@ -1,0 +1,111 @@
+"""`runv update`: a running container's limits change live, in its guest
+cgroup (read back from inside) and in the host cgroup that holds its VM; bad
+values change nothing. Each test boots real VMs through the real runv binary."""
+from __future__ import annotations
+
+import json
+import os
+
+from runv_testlib import one_line_error
+
+MiB = 2**20
+VM_OVERHEAD = 256 * MiB  # runv.host.cgroups.VM_OVERHEAD
+
+
+def start(runv, make_bundle, cid: str, resources: dict | None) -> None:
+    def edit(config):
+        config["linux"]["namespaces"].append({"type": "cgroup"})
+        if resources is not None:
+            config["linux"]["resources"] = resources
+        else:
+            config["linux"].pop("resources", None)
+    r = runv("run", "-d", "--bundle", make_bundle(["sleep", "600"], config_edit=edit), cid, detached=True)
+    assert r.returncode == 0, r.stderr
+
+
+def limits(runv, cid: str) -> list[str]:
+    """memory.max, pids.max, cpu.weight and cpu.max as the container sees them."""
+    r = runv("exec", cid, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max",
+             "/sys/fs/cgroup/cpu.weight", "/sys/fs/cgroup/cpu.max")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode().splitlines()
+
+
+def host_knob(runv, cid: str, knob: str) -> str:
+    """A knob of the host cgroup that holds the container's VM (v1 or v2)."""
+    with open(os.path.join(runv.root, cid, "state.json")) as f:
+        dirs = json.load(f)["cgroup"].split(":")
+    knob = V2_KNOBS.get(knob, knob) if any(os.path.exists(os.path.join(d, "cgroup.controllers")) for d in dirs) else knob
+    d = next(d for d in dirs if os.path.exists(os.path.join(d, knob)))
+    with open(os.path.join(d, knob)) as f:
+        return f.read().strip()
+
+
+V2_KNOBS = {"memory.limit_in_bytes": "memory.max"}
+
+
+def test_update_changes_memory_pids_and_cpu_live(runv, make_bundle):
+    start(runv, make_bundle, "up1", {"memory": {"limit": 128 * MiB}, "pids": {"limit": 50},
+                                     "cpu": {"shares": 1024}})
+    try:
+        assert limits(runv, "up1") == [str(128 * MiB), "50", "39", "max 100000"]
+        r = runv("update", "--memory", "96m", "--pids-limit", "30", "--cpu-shares", "512",
+                 "--cpu-quota", "50000", "--cpu-period", "100000", "up1")
+        assert r.returncode == 0, r.stderr
+        assert limits(runv, "up1") == [str(96 * MiB), "30", "20", "50000 100000"]
+        # The VM's RAM stays as booted (128 MiB + the guest's own): the host never
+        # holds QEMU below it. Growing goes through, with the VM's overhead on top.
+        assert host_knob(runv, "up1", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)
+        assert host_knob(runv, "up1", "pids.max") == "64"  # QEMU's threads must fit
+        r = runv("update", "-r", "-", "up1", input=json.dumps(
+            {"memory": {"limit": 300 * MiB}, "pids": {"limit": -1}, "cpu": {"quota": -1},
+             "devices": [{"allow": False, "access": "rwm"}]}).encode())
+        assert r.returncode == 0, r.stderr
+        assert limits(runv, "up1") == [str(300 * MiB), "max", "20", "max 100000"]
+        assert host_knob(runv, "up1", "memory.limit_in_bytes") == str(300 * MiB + VM_OVERHEAD)
+        assert host_knob(runv, "up1", "pids.max") == "max"
+        stats = json.loads(runv("events", "--stats", "up1", check=True).stdout)["data"]
+        assert stats["memory"]["usage"]["limit"] == 300 * MiB
+        assert runv.state("up1")["status"] == "running"
+    finally:
+        runv("delete", "--force", "up1")
+
+
+def test_bad_values_change_nothing(runv, make_bundle, tmp_path):
+    start(runv, make_bundle, "up2", {"memory": {"limit": 128 * MiB}, "pids": {"limit": 50}})
+    try:
+        before = limits(runv, "up2")
+        bad_file = tmp_path / "res.json"
+        bad_file.write_text(json.dumps({"memory": {"limit": "1g"}}))
+        for args in (["--memory", "lots"], ["--memory", "1e9"], ["--cpu-shares", "-5"],
+                     ["--pids-limit", "ten"], ["--cpuset-cpus", "0\n1"], ["--blkio-weight", "5000"],
+                     ["--l3-cache-schema", "L3:0=f"], ["--mem-bw-schema", "MB:0=20"],
+                     ["--memory", "200m", "--memory-swap", "100m"],
+                     ["--memory-swap", "64m"],  # below the current memory limit
+                     ["-r", str(bad_file)], ["-r", str(tmp_path / "missing.json")],
+                     ["--cpuset-cpus", "97"],  # no such host CPU: the host cgroup refuses it
+                     []):
+            one_line_error(runv("update", *args, "up2"))
+            assert runv.state("up2")["status"] == "running"
+        assert limits(runv, "up2") == before
+        assert host_knob(runv, "up2", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)
+        one_line_error(runv("update", "--memory", "64m", "nosuch"))
+    finally:
+        runv("delete", "--force", "up2")
+
+
+def test_limits_come_to_a_container_started_without_any_and_to_a_paused_one(runv, make_bundle):
+    start(runv, make_bundle, "up3", None)
+    try:
+        assert limits(runv, "up3")[:2] == ["max", "max"]
+        assert runv("update", "--memory", "64m", "--pids-limit", "10", "up3").returncode == 0
+        assert limits(runv, "up3")[:2] == [str(64 * MiB), "10"]
+        assert runv("pause", "up3").returncode == 0
+        r = runv("update", "--pids-limit", "12", "up3")
+        assert r.returncode == 0, r.stderr
+        assert runv("resume", "up3").returncode == 0
+        assert limits(runv, "up3")[:2] == [str(64 * MiB), "12"]
+        assert runv("kill", "up3", "KILL").returncode == 0
+    finally:
+        runv("delete", "--force", "up3")
+    one_line_error(runv("update", "--memory", "64m", "up3"))
