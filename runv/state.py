@@ -57,9 +57,11 @@ class State:
     qemu_start: int | None = None  # QEMU's start time, so that a reused pid is not killed
     netns_path: str = ""  # the network namespace joined by path ("": one the shim made, gone with it)
     taps: dict[str, str] = field(default_factory=dict)  # tap -> the interface it stands for, until left
-    # linux.resources as applied now (create's, then each `runv update`'s), and the guest's RAM
+    # linux.resources as applied now (create's, then each `runv update`'s); the most memory the
+    # guest has been given (its RAM less the balloon), and its RAM (runv.oci.resources)
     resources: dict[str, Any] = field(default_factory=dict)
     guest_memory_mb: int = 0
+    guest_ram_mb: int = 0
 
     def move(self, to: Status, exit_code: int | None = None) -> None:
         """Change the status, if TRANSITIONS allows it (else InvalidTransition)."""

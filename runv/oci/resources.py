@@ -1,5 +1,11 @@
 """Size the guest from linux.resources: the memory limit becomes its RAM and the
-CPU quota/period its vCPUs."""
+CPU quota/period its vCPUs.
+
+The VM boots with more RAM than that (`max_memory_mb`: twice it, or what the
+annotation MAX_MEMORY_ANNOTATION asks for) and a virtio balloon holding the
+rest, so that `runv update` can give the guest more memory without a restart
+(QEMU's microvm has no memory hotplug). Pages in the balloon are not the
+guest's: the host does not back them."""
 from __future__ import annotations
 
 import math
@@ -12,10 +18,40 @@ MIN_MEMORY_MB = 64
 GUEST_OVERHEAD_MB = 32  # the guest kernel and agent, on top of the container's limit
 
 
+MAX_MEMORY_ANNOTATION = "io.github.runv.memory.max"  # bytes: the most `runv update` may give the guest
+MAX_MEMORY_FACTOR = 2  # without the annotation, the VM's RAM is this times what it boots with
+MAX_MEMORY_MB = 1 << 20  # 1 TiB: beyond any -m this runtime would ask QEMU for
+
+
 @dataclass(frozen=True)
 class GuestSize:
-    memory_mb: int
+    memory_mb: int  # what the guest has: its RAM less the balloon
     cpus: int
+    max_memory_mb: int = 0  # the VM's RAM (0: memory_mb, no room to grow)
+
+    @property
+    def ram_mb(self) -> int:
+        return max(self.memory_mb, self.max_memory_mb)
+
+    @property
+    def balloon_mb(self) -> int:
+        """What the balloon leaves the guest at boot: its memory and the page tables of all its RAM."""
+        return min(self.ram_mb, self.memory_mb + memmap_mb(self.ram_mb))
+
+
+def memmap_mb(ram_mb: int) -> int:
+    """The guest kernel's struct page for all its RAM (1/64 of it), taken whatever the balloon holds."""
+    return math.ceil(ram_mb / 64)
+
+
+def balloon_target_mb(limit: Any, max_memory_mb: int) -> int:
+    """What the guest should have for a container memory limit, within the VM's
+    RAM: the limit, the guest's own overhead, and the page tables of all its
+    RAM (memmap_mb). Without a limit, all of the VM's RAM."""
+    if not isinstance(limit, int) or limit <= 0:
+        return max_memory_mb
+    wanted = max(MIN_MEMORY_MB, math.ceil(limit / 2**20) + GUEST_OVERHEAD_MB) + memmap_mb(max_memory_mb)
+    return min(wanted, max_memory_mb)
 
 
 def guest_size(config: dict[str, Any]) -> GuestSize:
@@ -30,7 +66,19 @@ def guest_size(config: dict[str, Any]) -> GuestSize:
     if isinstance(quota, int) and quota > 0 and isinstance(period, int) and period > 0:
         cpus = max(1, math.ceil(quota / period))
     cpus = min(cpus, os.cpu_count() or 1)
-    return GuestSize(memory, cpus)
+    return GuestSize(memory, cpus, _max_memory_mb(config, memory))
+
+
+def _max_memory_mb(config: dict[str, Any], memory: int) -> int:
+    from runv.errors import SpecError
+
+    text = (config.get("annotations") or {}).get(MAX_MEMORY_ANNOTATION)
+    if text is None:
+        return memory * MAX_MEMORY_FACTOR
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and int(text) <= MAX_MEMORY_MB * 2**20):
+        raise SpecError(f"annotation {MAX_MEMORY_ANNOTATION}: {str(text)[:40]!r} is not a number of bytes "
+                        f"up to {MAX_MEMORY_MB * 2**20}")
+    return max(memory, math.ceil(int(text) / 2**20))
 
 
 # What `runv update` may change, as runc's update: section -> fields.

@@ -117,6 +117,20 @@ class Tap:
                 "-device", f"virtio-net-device,netdev={nid},mac={opt(self.mac)}"]
 
 
+@dataclass(frozen=True)
+class Balloon:
+    """A virtio balloon: the VM boots with room to grow, and the host sets how
+    much of its RAM the guest has (QMP `balloon`); no deflate on OOM, so the
+    guest never takes back on its own what the host withholds."""
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["balloon"]
+
+    def args(self) -> list[str]:
+        return ["-device", "virtio-balloon-device"]
+
+
 @dataclass
 class Machine:
     qemu: str

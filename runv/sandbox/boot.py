@@ -15,7 +15,7 @@ from runv.errors import QemuError
 from runv.host import proc
 from runv.host.network import Nic
 from runv.oci.config import Bundle
-from runv.qemu.cmdline import Machine, Tap
+from runv.qemu.cmdline import Balloon, Machine, Tap
 from runv.qemu.vm import VM
 from runv.sandbox.relay import Relay
 from runv.sandbox.sandbox import INIT, Sandbox
@@ -41,7 +41,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     if early_validation:
         validate(config)
     size = explained(config, resources.guest_size, config)
-    state.guest_memory_mb = size.memory_mb
+    state.guest_memory_mb, state.guest_ram_mb = size.balloon_mb, size.ram_mb
     state.resources = dict((config.get("linux") or {}).get("resources") or {})  # `runv update` starts here
     plan = explained(config, mounts.plan, config, bundle.path)
     # Built before the VM starts: a config too big for one frame fails here.
@@ -67,9 +67,10 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     try:
         taps = _open_taps(nics)
         machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
-                          memory_mb=size.memory_mb, cpus=size.cpus,
+                          memory_mb=size.ram_mb, cpus=size.cpus,
                           devices=[*shares, *(nic_device(nic, i, fd)
-                                              for i, (nic, fd) in enumerate(zip(nics, taps, strict=True)))])
+                                              for i, (nic, fd) in enumerate(zip(nics, taps, strict=True))),
+                                   Balloon()])
         log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
     except BaseException:
@@ -81,6 +82,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     state.qemu_pid, state.qemu_start = vm.pid, proc.start_time(vm.pid)
     sd.write(state)
     try:
+        if size.ram_mb > size.balloon_mb:
+            set_balloon(vm, size.balloon_mb)
         if not early_validation:
             validate(config)
         agent = Handshake.start(vm, BOOT_TIMEOUT)
@@ -101,6 +104,14 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     sandbox.attach(INIT, stdio)
     sandbox.link.take(agent.pending)
     return sandbox
+
+
+def set_balloon(vm: VM, memory_mb: int) -> None:
+    """Give the guest `memory_mb` of its RAM: the balloon holds the rest (the
+    guest's driver takes the new size as soon as it runs, at boot too)."""
+    from runv.qemu.qmp import QMP
+
+    QMP(vm.qmp).execute("balloon", value=memory_mb * 2**20)
 
 
 def nic_device(nic: Nic, index: int, fd: int) -> Tap:

@@ -54,6 +54,7 @@ class Sandbox:
         self.shutdown_deadline: float | None = None
         self.qmp: Any = None
         self.paused_update: bytes | None = None  # UPDATE to send on resume
+        self.host_floor = 0  # the memory floor of the host cgroup's last update (runv update)
 
     def attach(self, stream: int, relay: Relay) -> None:
         self.relays[stream] = relay
@@ -271,16 +272,19 @@ class Sandbox:
         try:
             cgroups.update(dirs, new, floor)
         except RunvError as e:
-            self._restore_host(dirs, old, floor)
+            self._restore_host(dirs, old)
             answer(errors.to_wire(e))
             return
+        self._balloon((new.get("memory") or {}).get("limit"))
 
         def done(ok: bool) -> None:
             if ok:
                 self.state.resources = new
+                self.host_floor = floor
                 self._write_state()
             else:
-                self._restore_host(dirs, old, floor)
+                self._balloon((old.get("memory") or {}).get("limit"))
+                self._restore_host(dirs, old)
 
         def cb(f: P.Frame) -> None:
             done(f.type != Msg.ERROR)
@@ -296,11 +300,34 @@ class Sandbox:
             return
         self.link.request(Msg.UPDATE, INIT, payload, cb, failed)
 
-    def _restore_host(self, dirs: list[str], old: dict[str, Any], floor: int) -> None:
+    def _balloon(self, limit: Any) -> None:
+        """The guest's memory follows the limit, within the VM's RAM (the balloon
+        holds the rest). The host cgroup keeps the most the guest ever had (its
+        floor): a guest that does not give pages back is not killed for them."""
+        from runv.oci.resources import GUEST_OVERHEAD_MB, balloon_target_mb
+        from runv.qemu.qmp import QMP
+
+        if not self.state.guest_ram_mb:
+            return  # started by a runv without a balloon
+        target = balloon_target_mb(limit, self.state.guest_ram_mb)
+        if isinstance(limit, int) and limit > 0 and limit // 2**20 + GUEST_OVERHEAD_MB > self.state.guest_ram_mb:
+            log.error(f"container {self.state.id}: a memory limit of {limit} bytes is more than the VM's "
+                      f"RAM ({self.state.guest_ram_mb} MiB) can give: the guest gets all of it")
+        try:
+            if self.qmp is None:
+                self.qmp = QMP(self.vm.qmp)
+            self.qmp.execute("balloon", value=target * 2**20)
+        except (QemuError, OSError) as e:
+            log.error(f"container {self.state.id}: the balloon did not take {target} MiB: {e}")
+            return
+        self.state.guest_memory_mb = max(self.state.guest_memory_mb, target)
+
+    def _restore_host(self, dirs: list[str], old: dict[str, Any]) -> None:
+        """The host cgroup as the last update (or create) left it."""
         from runv.host import cgroups
 
         try:
-            cgroups.update(dirs, old, floor)
+            cgroups.update(dirs, old, self.host_floor)
         except RunvError as e:
             log.error(f"container {self.state.id}: cannot restore the host cgroup's limits: {e}")
 

@@ -164,6 +164,29 @@ def test_pause_unpause(docker):
     assert docker("rm", "-f", cid).returncode == 0
 
 
+# The container's own cgroup v2 directory, with or without a cgroup namespace.
+OWN_CGROUP = 'd=/sys/fs/cgroup$(sed -n "s/^0:://p" /proc/self/cgroup); '
+
+
+def test_update_changes_limits_live(docker):
+    """docker update: the running container sees its new limits in its cgroup."""
+    cid = docker.run_d("--memory", "128m", "--pids-limit", "50", IMAGE, "sh", "-c", READY_LOOP)
+    wait_logs(docker, cid, "ready")
+    r = docker("update", "--memory", "300m", "--memory-swap", "600m", "--cpus", "0.5",
+               "--pids-limit", "30", cid)
+    assert r.returncode == 0, r.stderr
+    r = docker("exec", cid, "sh", "-c", OWN_CGROUP + "cat $d/memory.max $d/pids.max $d/cpu.max")
+    assert r.returncode == 0, r.stderr
+    if RUNTIME == "runv":  # runc on this host's cgroup v1 has other file names
+        assert r.stdout.split() == [str(300 * 2**20), "30", "50000", "100000"], r.stdout
+    assert docker.inspect(cid, "{{.HostConfig.Memory}}") == str(300 * 2**20)
+    assert docker.inspect(cid, "{{.State.Status}}") == "running"
+    r = docker("update", "--cpu-shares", "-5", cid)
+    assert r.returncode != 0
+    assert docker.inspect(cid, "{{.State.Status}}") == "running"
+    assert docker("rm", "-f", cid).returncode == 0
+
+
 def test_kill_with_a_signal(docker):
     cid = docker.run_d(IMAGE, "sh", "-c", 'trap "echo got-usr1" USR1; ' + READY_LOOP)
     wait_logs(docker, cid, "ready")

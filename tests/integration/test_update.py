@@ -44,6 +44,12 @@ def host_knob(runv, cid: str, knob: str) -> str:
 V2_KNOBS = {"memory.limit_in_bytes": "memory.max"}
 
 
+def floor(runv, cid: str) -> int:
+    """The least memory limit the host cgroup takes: what the guest has been given, less its own 32 MiB."""
+    with open(os.path.join(runv.root, cid, "state.json")) as f:
+        return (json.load(f)["guest_memory_mb"] - 32) * MiB
+
+
 def test_update_changes_memory_pids_and_cpu_live(runv, make_bundle):
     start(runv, make_bundle, "up1", {"memory": {"limit": 128 * MiB}, "pids": {"limit": 50},
                                      "cpu": {"shares": 1024}})
@@ -53,9 +59,10 @@ def test_update_changes_memory_pids_and_cpu_live(runv, make_bundle):
                  "--cpu-quota", "50000", "--cpu-period", "100000", "up1")
         assert r.returncode == 0, r.stderr
         assert limits(runv, "up1") == [str(96 * MiB), "30", "20", "50000 100000"]
-        # The VM's RAM stays as booted (128 MiB + the guest's own): the host never
-        # holds QEMU below it. Growing goes through, with the VM's overhead on top.
-        assert host_knob(runv, "up1", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)
+        # The host never holds QEMU below the memory the guest was given (128 MiB and
+        # the guest's own). Growing goes through, with the VM's overhead on top.
+        assert host_knob(runv, "up1", "memory.limit_in_bytes") == str(floor(runv, "up1") + VM_OVERHEAD)
+        assert floor(runv, "up1") >= 128 * MiB
         assert host_knob(runv, "up1", "pids.max") == "64"  # QEMU's threads must fit
         r = runv("update", "-r", "-", "up1", input=json.dumps(
             {"memory": {"limit": 300 * MiB}, "pids": {"limit": -1}, "cpu": {"quota": -1},
@@ -88,7 +95,7 @@ def test_bad_values_change_nothing(runv, make_bundle, tmp_path):
             one_line_error(runv("update", *args, "up2"))
             assert runv.state("up2")["status"] == "running"
         assert limits(runv, "up2") == before
-        assert host_knob(runv, "up2", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)
+        assert host_knob(runv, "up2", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)  # as created
         one_line_error(runv("update", "--memory", "64m", "nosuch"))
     finally:
         runv("delete", "--force", "up2")
@@ -109,3 +116,41 @@ def test_limits_come_to_a_container_started_without_any_and_to_a_paused_one(runv
     finally:
         runv("delete", "--force", "up3")
     one_line_error(runv("update", "--memory", "64m", "up3"))
+
+
+def test_memory_grows_past_what_the_vm_booted_with(runv, make_bundle):
+    """A container started at 128 MiB and updated to 512 MiB fills 300 MiB of
+    tmpfs without being killed: the balloon gave the guest the memory."""
+    def edit(config):
+        config["annotations"] = {"io.github.runv.memory.max": str(640 * MiB)}
+        config["linux"]["resources"] = {"memory": {"limit": 128 * MiB}}
+        config["mounts"].append({"destination": "/big", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["size=400m"]})
+    r = runv("run", "-d", "--bundle", make_bundle(["sleep", "600"], config_edit=edit), "up4", detached=True)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert mem_total_mb(runv, "up4") < 200
+        r = runv("update", "--memory", "512m", "up4")
+        assert r.returncode == 0, r.stderr
+        # The guest's driver deflates the balloon on its own time: wait for it (no deadline but the test's).
+        r = runv("exec", "up4", "sh", "-c",
+                 "until [ $(awk '/MemTotal/ {print $2}' /proc/meminfo) -gt 500000 ]; do sleep 0.1; done; "
+                 "dd if=/dev/zero of=/big/f bs=1M count=300 2>/dev/null && du -m /big/f", timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.decode().split()[0] == "300"
+        assert runv.state("up4")["status"] == "running"
+        # and back down: the guest gives the pages back once the file is gone
+        assert runv("exec", "up4", "rm", "/big/f").returncode == 0
+        r = runv("update", "--memory", "128m", "up4")
+        assert r.returncode == 0, r.stderr
+        r = runv("exec", "up4", "sh", "-c",
+                 "until [ $(awk '/MemTotal/ {print $2}' /proc/meminfo) -lt 250000 ]; do sleep 0.1; done")
+        assert r.returncode == 0, r.stderr
+    finally:
+        runv("delete", "--force", "up4")
+
+
+def mem_total_mb(runv, cid: str) -> int:
+    r = runv("exec", cid, "awk", "/MemTotal/ {print $2}", "/proc/meminfo")
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout) // 1024

@@ -1,13 +1,13 @@
 """Golden argv for QEMU."""
 from runv.qemu import cmdline
-from runv.qemu.cmdline import Console, Machine, Qmp, SerialPort, Share, Tap
+from runv.qemu.cmdline import Balloon, Console, Machine, Qmp, SerialPort, Share, Tap
 
 
 def test_machine_argv(monkeypatch):
     monkeypatch.setattr(cmdline, "_tsc_khz", 2596122)
     m = Machine("/usr/bin/qemu-system-x86_64", "/k", "/i", memory_mb=256, cpus=2,
                 devices=[Console("/s/console.log"), SerialPort("runv.agent", 5), Qmp(6),
-                         Share("rootfs", "/b/rootfs", readonly=True)])
+                         Share("rootfs", "/b/rootfs", readonly=True), Balloon()])
     assert m.argv() == [
         "/usr/bin/qemu-system-x86_64",
         "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
@@ -22,6 +22,7 @@ def test_machine_argv(monkeypatch):
         "-chardev", "socket,id=qmp,fd=6", "-mon", "chardev=qmp,mode=control",
         "-fsdev", "local,id=fs-rootfs,path=/b/rootfs,security_model=none,multidevs=remap,readonly=on",
         "-device", "virtio-9p-device,fsdev=fs-rootfs,mount_tag=rootfs",
+        "-device", "virtio-balloon-device",
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]
 

@@ -71,3 +71,21 @@ def test_host_memory_never_goes_below_the_vms_ram(tmp_path, monkeypatch):
         cgroups.update([str(d)], {"memory": {"limit": "1g"}}, memory_floor=0)
     with pytest.raises(cgroups.CgroupError, match="gone"):
         cgroups.update([str(tmp_path / "gone")], {}, memory_floor=0)
+
+
+def test_the_vm_boots_with_room_and_the_balloon_holds_it():
+    from runv.errors import SpecError
+    from runv.oci.resources import MAX_MEMORY_ANNOTATION, balloon_target_mb, guest_size
+
+    size = guest_size({"linux": {"resources": {"memory": {"limit": 128 * MiB}}}})
+    assert (size.memory_mb, size.ram_mb, size.balloon_mb) == (160, 320, 165)
+    size = guest_size({"annotations": {MAX_MEMORY_ANNOTATION: str(1024 * MiB)},
+                       "linux": {"resources": {"memory": {"limit": 128 * MiB}}}})
+    assert (size.ram_mb, size.balloon_mb) == (1024, 176)
+    assert balloon_target_mb(512 * MiB, 1024) == 512 + 32 + 16
+    assert balloon_target_mb(4096 * MiB, 1024) == 1024  # no more than the VM has
+    assert balloon_target_mb(-1, 1024) == 1024
+    assert balloon_target_mb(1, 1024) == 64 + 16
+    for bad in ("1g", "-1", "", "1" * 30, 5):
+        with pytest.raises(SpecError):
+            guest_size({"annotations": {MAX_MEMORY_ANNOTATION: bad}})
