@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from runv_testlib import one_line_error
 
 MiB = 2**20
@@ -94,6 +95,14 @@ def test_bad_values_change_nothing(runv, make_bundle, tmp_path):
                      []):
             one_line_error(runv("update", *args, "up2"))
             assert runv.state("up2")["status"] == "running"
+        # The shim trusts no client: what `runv update` checks, it checks again.
+        from runv.errors import RunvError
+        from runv.sandbox import client
+        for res in ({"memory": {"limit": "1g"}}, "x", {"cpu": {"cpus": "0\n1"}}, {"pids": {"limit": 2**64}},
+                    {"memory": {"limit": 100 * MiB, "swap": 50 * MiB}}):
+            with pytest.raises(RunvError):
+                client.call(os.path.join(runv.root, "up2"), "update", resources=res)
+        assert runv.state("up2")["status"] == "running"
         assert limits(runv, "up2") == before
         assert host_knob(runv, "up2", "memory.limit_in_bytes") == str(128 * MiB + VM_OVERHEAD)  # as created
         one_line_error(runv("update", "--memory", "64m", "nosuch"))
