@@ -133,7 +133,7 @@ def test_memory_grows_past_what_the_vm_booted_with(runv, make_bundle):
     def edit(config):
         config["annotations"] = {"io.github.runv.memory.max": str(640 * MiB)}
         config["linux"]["resources"] = {"memory": {"limit": 128 * MiB}}
-        config["mounts"].append({"destination": "/big", "type": "tmpfs", "source": "tmpfs",
+        config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                                  "options": ["size=400m"]})
     r = runv("run", "-d", "--bundle", make_bundle(["sleep", "600"], config_edit=edit), "up4", detached=True)
     assert r.returncode == 0, r.stderr
@@ -144,12 +144,12 @@ def test_memory_grows_past_what_the_vm_booted_with(runv, make_bundle):
         # The guest's driver deflates the balloon on its own time: wait for it (no deadline but the test's).
         r = runv("exec", "up4", "sh", "-c",
                  "until [ $(awk '/MemTotal/ {print $2}' /proc/meminfo) -gt 500000 ]; do sleep 0.1; done; "
-                 "dd if=/dev/zero of=/big/f bs=1M count=300 2>/dev/null && du -m /big/f", timeout=600)
+                 "dd if=/dev/zero of=/tmp/f bs=1M count=300 2>/dev/null && du -m /tmp/f", timeout=600)
         assert r.returncode == 0, r.stderr
         assert r.stdout.decode().split()[0] == "300"
         assert runv.state("up4")["status"] == "running"
         # and back down: the guest gives the pages back once the file is gone
-        assert runv("exec", "up4", "rm", "/big/f").returncode == 0
+        assert runv("exec", "up4", "rm", "/tmp/f").returncode == 0
         r = runv("update", "--memory", "128m", "up4")
         assert r.returncode == 0, r.stderr
         r = runv("exec", "up4", "sh", "-c",
