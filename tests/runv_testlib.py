@@ -45,8 +45,9 @@ def host_snapshot() -> dict[str, set[str]]:
                 stat = f.read()
         except OSError:
             continue
-        if b"(qemu-system-" in stat:
-            snap["qemu"].add(f"{pid}@{stat.rsplit(b')', 1)[1].split()[19].decode()}")
+        fields = stat.rsplit(b")", 1)[1].split()
+        if b"(qemu-system-" in stat and fields[0] != b"Z":  # a zombie holds nothing; reaping it is its parent's job
+            snap["qemu"].add(f"{pid}@{fields[19].decode()}")
     for hierarchy in os.listdir("/sys/fs/cgroup"):
         parent = f"/sys/fs/cgroup/{hierarchy}/runv"
         if os.path.isdir(parent) and not os.path.islink(f"/sys/fs/cgroup/{hierarchy}"):

@@ -82,12 +82,12 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     state.qemu_pid, state.qemu_start = vm.pid, proc.start_time(vm.pid)
     sd.write(state)
     try:
-        if size.ram_mb > size.balloon_mb:
-            set_balloon(vm, size.balloon_mb)
         if not early_validation:
             validate(config)
-        agent = Handshake.start(vm, BOOT_TIMEOUT)
+        agent = Handshake.start(vm, BOOT_TIMEOUT)  # a QEMU that failed to start is named here
         log.debug("agent ready")
+        if size.ram_mb > size.balloon_mb:
+            set_balloon(vm, size.balloon_mb)
         from runv.agent.records import netif_records
 
         for nic in nics:
@@ -111,7 +111,10 @@ def set_balloon(vm: VM, memory_mb: int) -> None:
     guest's driver takes the new size as soon as it runs, at boot too)."""
     from runv.qemu.qmp import QMP
 
-    QMP(vm.qmp).execute("balloon", value=memory_mb * 2**20)
+    try:
+        QMP(vm.qmp).execute("balloon", value=memory_mb * 2**20)
+    except OSError as e:
+        raise QemuError(f"the VM stopped while starting: {vm.failure() or e.strerror}") from None
 
 
 def nic_device(nic: Nic, index: int, fd: int) -> Tap:
