@@ -9,7 +9,7 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from runv import ocistate
+from runv import faultpoint, ocistate
 from runv.errors import InvalidState
 from runv.host import proc
 from runv.sandbox import client as shim_client
@@ -49,6 +49,7 @@ class Container:
 
     def start(self) -> None:
         require(self.status.can_start(), self.id, "start", self.status)
+        faultpoint.reached("start.sent")
         self._call("start")
 
     def kill(self, signo: int, all_processes: bool = False) -> None:
@@ -105,8 +106,9 @@ class Container:
 
     def destroy(self) -> None:
         """Kill the shim and its VM, whatever they are doing, and undo what the shim would have."""
-        proc.kill(self.state.pid, signal.SIGKILL) if self.shim_alive() else None
+        proc.kill(self.state.pid, signal.SIGKILL, self.state.pid_start)
         proc.wait_gone(self.state.pid, self.state.pid_start, 5.0)
+        faultpoint.reached("delete.killed")
         self.teardown()
 
     def teardown(self) -> None:

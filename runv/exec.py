@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any, BinaryIO
 
-from runv import errors
+from runv import errors, faultpoint
 from runv.container import Container
 from runv.files import write_atomic
 from runv.foreground import forward_signals, raw_tty
@@ -110,6 +110,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
     try:
         msg = json.dumps({"op": "exec", "process": process, "stdio": stdio}).encode() + b"\n"
         socket.send_fds(conn, [msg], fds)
+        faultpoint.reached("exec.sent")
         if console_socket:
             os.close(fds[0])
         replies = conn.makefile("rb")

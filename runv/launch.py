@@ -6,7 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from runv import errors, log
+from runv import errors, faultpoint, log
 from runv.files import write_atomic
 from runv.foreground import forward_signals, raw_tty
 from runv.state import State, StateDir
@@ -60,6 +60,7 @@ def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str |
 
         main(sd, state, bundle, console_socket, w)  # never returns
     os.close(w)
+    faultpoint.reached("create.forked")
     with os.fdopen(r, "rb") as f:
         line = f.readline()
     try:

@@ -24,7 +24,7 @@ def clean_up(sd: StateDir) -> None:
         cgroups = _own_cgroups(shim)
         for pid in [*_children(shim), shim]:
             started = proc.start_time(pid)
-            proc.kill(pid, signal.SIGKILL)
+            proc.kill(pid, signal.SIGKILL, started)
             proc.wait_gone(pid, started, 5.0)
         _remove_default_cgroups(sd.id, cgroups)
     sd.remove()

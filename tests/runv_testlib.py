@@ -64,3 +64,51 @@ def host_changes(before: dict[str, set[str]]) -> list[str]:
     """What appeared on the host since `before` and is still there."""
     after = host_snapshot()
     return [f"{kind}: {sorted(after[kind] - before[kind])}" for kind in before if after[kind] - before[kind]]
+
+
+def netns_snapshot(ns: str) -> dict[str, str]:
+    """A named network namespace as runv must leave it: its links, addresses,
+    routes, qdiscs and tc filters (the text of `ip`/`tc`, counters left out)."""
+    def run(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True).stdout
+
+    links = run("ip", "-o", "link", "show")
+    names = sorted(line.split()[1].split("@")[0].rstrip(":") for line in links.splitlines())
+    snap = {
+        "links": " ".join(names),
+        "addresses": "\n".join(sorted(" ".join(line.split()[1:4])
+                                      for line in run("ip", "-o", "addr", "show").splitlines())),
+        "routes": run("ip", "route", "show") + run("ip", "-6", "route", "show"),
+        "qdiscs": "\n".join(sorted(line for line in run("tc", "qdisc", "show").splitlines()
+                                   if "ingress" in line or "runv" in line)),
+    }
+    snap["filters"] = "".join(run("tc", "filter", "show", "dev", name, "ingress") for name in names if name != "lo")
+    return snap
+
+
+def leaks(before: dict[str, set[str]], netns: dict[str, dict[str, str]] | None = None,
+          markers: list[str] | None = None) -> list[str]:
+    """The one leak check of the fault tests and the soak: runv's processes and
+    state under every root used, QEMUs, cgroups, mounts, namespaces and links
+    new on the host, and each pre-existing namespace back as it was found.
+    With `markers` (container ids, roots), only what names one of them counts,
+    a QEMU by its cgroup: other tests may run VMs on this host meanwhile."""
+    after = host_snapshot()
+    found = leftovers()
+    for kind in before:
+        for item in sorted(after[kind] - before[kind]):
+            text = item + (_cgroups_of(item.split("@")[0]) if kind == "qemu" else "")
+            if markers is None or any(m in text for m in markers):
+                found.append(f"{kind}: {item}")
+    for ns, was in (netns or {}).items():
+        now = netns_snapshot(ns)
+        found += [f"netns {ns} {kind}: {was[kind]!r} -> {now[kind]!r}" for kind in was if now[kind] != was[kind]]
+    return found
+
+
+def _cgroups_of(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -46,17 +46,21 @@ def _run_one(hook: dict[str, Any], kind: str, state: dict[str, Any], cwd: str,
     env = dict(e.split("=", 1) for e in hook.get("env") or [] if "=" in e)
     timeout = hook.get("timeout") or DEFAULT_TIMEOUT
 
-    def back_to_runtime_netns() -> None:
-        if netns_fd is not None:
-            from runv.host import syscalls
+    def in_child() -> None:
+        import signal
 
+        from runv.host import syscalls
+
+        # A hook does not outlive the runv process that runs it (a killed shim or delete).
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if netns_fd is not None:
             syscalls.setns(f"/proc/self/fd/{netns_fd}", syscalls.CLONE_NEWNET)
 
     try:
         r = subprocess.run(args, executable=path, input=json.dumps(state).encode(), env=env,
                            cwd=cwd, capture_output=True, timeout=timeout, close_fds=True,
                            pass_fds=(netns_fd,) if netns_fd is not None else (),
-                           preexec_fn=back_to_runtime_netns if netns_fd is not None else None)
+                           preexec_fn=in_child)
     except subprocess.TimeoutExpired:
         raise HookError(f"{kind} hook {path} did not finish within {timeout} s") from None
     except OSError as e:

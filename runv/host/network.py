@@ -89,6 +89,7 @@ class Route:
     dst: str             # "0.0.0.0" or "::" for the default route
     prefixlen: int
     gateway: str | None  # None: the destination is on the link
+    proto: int = 3       # who made it (RTPROT_BOOT: `ip route add`), given back as found
 
     def __str__(self) -> str:
         via = f" via {self.gateway}" if self.gateway else ""
@@ -190,7 +191,7 @@ def _routes(ipr: Any, index: int) -> list[Route]:
             dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 4 else "::")
             if family == 6 and (_is_link_local6(dst) or dst.lower().startswith("ff")):
                 continue
-            routes.append(Route(family, dst, msg["dst_len"], gateway))
+            routes.append(Route(family, dst, msg["dst_len"], gateway, msg["proto"]))
     # Link routes first: a gateway must be reachable before a route can use it.
     return sorted(routes, key=lambda r: (r.gateway is not None, r.family, -r.prefixlen))
 
@@ -287,7 +288,9 @@ def setup() -> list[Nic]:
                 alias = _to_alias(nic)
                 if alias:
                     ipr.link("set", index=index, ifalias=alias)
-                for _, msg in addresses:
+                for a, msg in addresses:
+                    if a.family == 6 and _is_link_local6(a.address):
+                        continue  # the kernel's own; the guest makes its own too
                     ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"),
                              prefixlen=msg["prefixlen"])
         except (NetlinkError, OSError) as e:
@@ -310,13 +313,25 @@ def teardown(nics: list[Nic] | None = None) -> None:
         _teardown(ipr, nics)
 
 
+ANY_TAP = "*"  # recorded while setup() runs: every `*_runv` tap of the namespace is the shim's
+
+
 def teardown_recorded(taps: dict[str, str]) -> None:
     """Undo setup() for the taps a shim recorded (tap -> interface) and did not
-    take down itself (it died): the interfaces' config comes from their aliases."""
+    take down itself (it died): the interfaces' config comes from their aliases.
+    ANY_TAP (the shim died during setup()): all of the namespace's leftovers,
+    unless a live QEMU holds a tap there (setup() would have refused it)."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        _teardown(ipr, [n for n in _leftovers(ipr) if n.tap in taps or n.ifname in taps.values()])
+        found = _leftovers(ipr)
+        if ANY_TAP in taps:
+            if any(link.get_attr("IFLA_CARRIER") for link in ipr.get_links()
+                   if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)):
+                return
+        else:
+            found = [n for n in found if n.tap in taps or n.ifname in taps.values()]
+        _teardown(ipr, found)
 
 
 def _leftovers(ipr: Any) -> list[Nic]:
@@ -362,7 +377,7 @@ def _teardown(ipr: Any, nics: list[Nic]) -> None:
                 tolerant(ipr.addr, "add", index=index, address=a.address, prefixlen=a.prefixlen)
         for r in nic.routes:
             kwargs: dict[str, Any] = {"gateway": r.gateway} if r.gateway else {}
-            tolerant(ipr.route, "add", dst=f"{r.dst}/{r.prefixlen}", oif=index,
+            tolerant(ipr.route, "add", dst=f"{r.dst}/{r.prefixlen}", oif=index, proto=r.proto,
                      family=2 if r.family == 4 else 10, **kwargs)
         tolerant(ipr.link, "set", index=index, ifalias="")
 
@@ -377,7 +392,8 @@ def _to_alias(nic: Nic) -> str:
     """The NIC's addresses and routes, short enough for an interface alias, or ""."""
     text = ALIAS_PREFIX + json.dumps(
         {"a": [str(a) for a in nic.addresses],
-         "r": [[f"{r.dst}/{r.prefixlen}", r.gateway] for r in nic.routes]}, separators=(",", ":"))
+         "r": [[f"{r.dst}/{r.prefixlen}", r.gateway, *([r.proto] if r.proto != 3 else [])]
+               for r in nic.routes]}, separators=(",", ":"))
     return text if len(text.encode()) <= IFALIASZ else ""
 
 
@@ -391,9 +407,9 @@ def _from_alias(alias: str | None) -> tuple[list[Address], list[Route]]:
             address, prefixlen = text.rsplit("/", 1)
             addresses.append(Address(6 if ":" in address else 4, address, int(prefixlen)))
         routes = []
-        for dst, gateway in data["r"]:
+        for dst, gateway, *proto in data["r"]:
             dst, prefixlen = dst.rsplit("/", 1)
-            routes.append(Route(6 if ":" in dst else 4, dst, int(prefixlen), gateway))
+            routes.append(Route(6 if ":" in dst else 4, dst, int(prefixlen), gateway, int(proto[0]) if proto else 3))
         return addresses, routes
     except (ValueError, KeyError, TypeError):
         return [], []

@@ -37,8 +37,24 @@ def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
     return True
 
 
-def kill(pid: int, signo: int) -> None:
+def kill(pid: int, signo: int, started: int | None) -> bool:
+    """Signal `pid` only if it is still the process that started at `started`:
+    the check is made on a pidfd, so the pid cannot be reused between the check
+    and the signal. Whether the signal was sent."""
+    import signal
+
+    if pid <= 0 or started is None:
+        return False
     try:
-        os.kill(pid, signo)
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone (ESRCH)
+        return False
+    try:
+        if start_time(pid) != started:
+            return False  # another process has the pid now, or a zombie
+        signal.pidfd_send_signal(fd, signo)
+        return True
     except ProcessLookupError:
-        pass
+        return False
+    finally:
+        os.close(fd)

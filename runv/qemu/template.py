@@ -38,6 +38,7 @@ import tempfile
 import time
 from typing import Any
 
+from runv import faultpoint
 from runv.agent import protocol as P
 from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
@@ -228,6 +229,7 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
             os.close(fd)
         t1 = time.monotonic()
         qmp.execute("migrate", uri="fd:template")
+        faultpoint.reached("template.saving")
         while True:
             st = qmp.execute("query-migrate")
             status = st.get("status")
@@ -302,10 +304,13 @@ def _prune(base: str, keep: str, current: dict[str, Any]) -> None:
 
 
 def discard(template_path: str, reason: str) -> None:
-    """Drop a template that failed to restore, and boot this shape normally for a while."""
+    """Drop a template that failed to restore (truncated, corrupt): the next
+    container of its shape makes it again, and `_make` checks that the new one
+    restores, so a shape that cannot be templated ends as `.failed`, not in a loop."""
+    from runv import log
+
     d = os.path.dirname(template_path)
-    base, key = os.path.dirname(d), os.path.basename(d)
-    _write_failed(base, key, f"restore failed: {reason}")
+    log.debug(f"template {os.path.basename(d)} discarded: restore failed: {reason}")
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runv import log
+from runv import faultpoint, log
 from runv.agent import protocol as P
 from runv.agent.link import Handshake
 from runv.agent.protocol import Msg
@@ -61,10 +61,12 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
         from runv.sandbox import mountpoints
         mountpoints.make(bundle.rootfs, config.get("mounts") or [])
     shares = exports(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
-    nics = _join_network(state, fresh_netns)
+    nics = _join_network(state, fresh_netns, sd)
     state.taps = {nic.tap: nic.ifname for nic in nics}
+    sd.write(state)
     taps: list[int] = []
     try:
+        faultpoint.reached("shim.network")
         taps = _open_taps(nics)
         machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
                           memory_mb=size.ram_mb, cpus=size.cpus,
@@ -82,6 +84,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     state.qemu_pid, state.qemu_start = vm.pid, proc.start_time(vm.pid)
     sd.write(state)
     try:
+        faultpoint.reached("shim.qemu")
         if not early_validation:
             validate(config)
         agent = Handshake.start(vm, BOOT_TIMEOUT)  # a QEMU that failed to start is named here
@@ -149,7 +152,7 @@ def is_pod_sandbox(annotations: dict[str, str]) -> bool:
     return any(annotations.get(k) == v for k, v in POD_SANDBOX_ANNOTATIONS.items())
 
 
-def _join_network(state: State, fresh_netns: bool) -> list[Any]:
+def _join_network(state: State, fresh_netns: bool, sd: StateDir) -> list[Any]:
     """The NICs of the container's own network namespace, each joined to a tap."""
     if not state.netns:
         return []  # the host's network: the VM gets no NIC (a VM cannot share it)
@@ -159,7 +162,17 @@ def _join_network(state: State, fresh_netns: bool) -> list[Any]:
         return []  # the pause container only holds the pod's namespaces: its app container takes the NIC
     from runv.host import network
 
-    return network.setup()
+    if state.netns_path:
+        # Recorded before the first tap is made: a shim killed in the middle of
+        # setup() leaves taps that `delete` must find without their names.
+        state.taps = {network.ANY_TAP: ""}
+        sd.write(state)
+    try:
+        return network.setup()
+    except BaseException:
+        state.taps = {}  # setup() undid what it made
+        sd.write(state)
+        raise
 
 
 def _open_taps(nics: list[Any]) -> list[int]:

@@ -11,7 +11,7 @@ import os
 import signal
 from typing import Any, NoReturn
 
-from runv import errors
+from runv import errors, faultpoint
 from runv.agent import protocol as P
 from runv.errors import RunvError
 from runv.guest_text import printable
@@ -39,6 +39,7 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         fresh_netns = namespaces.join_network_namespace(bundle.config, state)
         _join_cgroup(bundle.config, state)
         sd.write(state)  # so that a failed create can find the cgroup to remove
+        faultpoint.reached("shim.cgroup")
         namespaces.join_host_namespaces(bundle.config)
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
@@ -55,6 +56,7 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         os.close(host_netns)
         state.move(Status.CREATED)
         sd.write(state)
+        faultpoint.reached("shim.created")
         Control(sandbox, sd.path)
         _report(sync_fd, {"ok": True, "pid": state.pid})
         signal.signal(signal.SIGWINCH, lambda *_: sandbox.window_changed())

@@ -25,11 +25,13 @@ def stop_qemu(state: State) -> None:
     pid = state.qemu_pid
     if not pid:
         return
-    if state.qemu_start is None and not _is_qemu(pid):  # a state from before qemu_start was recorded
-        return
-    if proc.alive(pid, state.qemu_start):
-        proc.kill(pid, signal.SIGKILL)
-        proc.wait_gone(pid, state.qemu_start, QEMU_GONE_TIMEOUT)
+    started = state.qemu_start
+    if started is None:  # a state from before qemu_start was recorded
+        if not _is_qemu(pid):
+            return
+        started = proc.start_time(pid)
+    if proc.kill(pid, signal.SIGKILL, started):
+        proc.wait_gone(pid, started, QEMU_GONE_TIMEOUT)
 
 
 def leave_network(netns_path: str, taps: dict[str, str]) -> None:

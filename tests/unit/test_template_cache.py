@@ -112,15 +112,25 @@ def test_failure_to_make_is_recorded(files, cache, monkeypatch):
         assert "no luck" in json.load(f)["reason"]
 
 
-def test_discard(files, cache):
+def test_discard_then_made_again(files, cache, monkeypatch):
+    """A template that fails to restore (truncated, corrupt) goes, and the next
+    container of its shape makes it again instead of booting for FAILED_TTL."""
     m = machine(files, Share("rootfs", "/x"))
     key = template.template_key(m)
     d = os.path.join(cache, key)
     os.makedirs(d)
     open(os.path.join(d, "state"), "w").close()
     template.discard(os.path.join(d, "state"), "broken")
-    assert not os.path.exists(d) and os.path.exists(os.path.join(cache, f"{key}.failed"))
-    assert template.ensure(m) is None
+    assert not os.path.exists(d) and not os.path.exists(os.path.join(cache, f"{key}.failed"))
+    made = []
+
+    def make(machine, port_name, base, key):
+        made.append(key)
+        os.makedirs(os.path.join(base, key))
+        open(os.path.join(base, key, "state"), "w").close()
+
+    monkeypatch.setattr(template, "_make", make)
+    assert template.ensure(m) == os.path.join(d, "state") and made == [key]
 
 
 # --- QMP: one monitor, two clients; fds; events ---------------------------------------
