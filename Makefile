@@ -14,7 +14,7 @@ APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc l
 	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod \
 	podman netavark aardvark-dns iptables containerd containernetworking-plugins
 
-.PHONY: all deps kernel initramfs venv install demo test unit fuzz conformance bench clean
+.PHONY: all deps kernel initramfs venv install demo test unit fuzz soak conformance bench clean
 
 all: install
 
@@ -61,6 +61,13 @@ fuzz: venv
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests
+
+# Fault injection at length (tests/faults/soak.py; `make test` runs 50 cycles):
+# create/start/kill/delete cycles, a SIGKILL at a random phase in one in ten, then the leak check.
+SOAK_CYCLES ?= 1000
+SOAK_PARALLEL ?= 8
+soak: install
+	$(VENV)/bin/python tests/faults/soak.py --cycles $(SOAK_CYCLES) --parallel $(SOAK_PARALLEL)
 
 conformance: install
 	conformance/build.sh

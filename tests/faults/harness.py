@@ -117,12 +117,14 @@ def inject(runv_bin: str, root: str, env: dict[str, str], argv: list[str], cid: 
     fd, report = tempfile.mkstemp(prefix="runv-pause.")
     os.close(fd)
     os.unlink(report)
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - not a pipe: the shim create forks keeps it open
     cli = subprocess.Popen([runv_bin, "--root", root, *argv], env=env_pausing(env, phase, report),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
         paused = wait_paused(report, cli)
         if paused is None:
-            raise AssertionError(f"runv {' '.join(argv)} ended before {phase}: {cli.stderr.read().decode()}")
+            err.seek(0)
+            raise AssertionError(f"runv {' '.join(argv)} ended before {phase}: {err.read().decode()}")
         pid = victim_pid(victim, paused, cli, root, cid)
         assert pid, f"no {victim} at {phase}"
         os.kill(pid, signal.SIGKILL)
@@ -134,8 +136,48 @@ def inject(runv_bin: str, root: str, env: dict[str, str], argv: list[str], cid: 
         if cli.poll() is None:
             cli.kill()
             cli.wait()
-        cli.stderr.close()
+        err.close()
         try:
             os.unlink(report)
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------- a CNI-made namespace
+
+CT_ADDR, PEER_ADDR, PREFIX = "10.214.9.2", "10.214.9.1", 24
+
+
+def make_netns(tag: str) -> tuple[str, str]:
+    """A namespace as a CNI plugin leaves it: eth0 (a veth) with an address, a
+    route and a default route, its peer in a namespace of its own."""
+    ct, peer = f"runvf-ct{tag}", f"runvf-peer{tag}"
+
+    def ip(*args: str) -> None:
+        r = subprocess.run(["ip", *args], capture_output=True, text=True)
+        assert r.returncode == 0, f"ip {' '.join(args)}: {r.stderr}"
+
+    ip("netns", "add", ct)
+    ip("netns", "add", peer)
+    ip("-n", peer, "link", "add", "veth-peer", "type", "veth", "peer", "name", "eth0", "netns", ct)
+    ip("-n", peer, "addr", "add", f"{PEER_ADDR}/{PREFIX}", "dev", "veth-peer")
+    ip("-n", peer, "link", "set", "veth-peer", "up")
+    ip("-n", ct, "link", "set", "lo", "up")
+    ip("-n", ct, "link", "set", "eth0", "up")
+    ip("-n", ct, "addr", "add", f"{CT_ADDR}/{PREFIX}", "dev", "eth0")
+    ip("-n", ct, "route", "add", "default", "via", PEER_ADDR)
+    return ct, peer
+
+
+def remove_netns(*names: str) -> None:
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def join_netns(ns: str):
+    """A config_edit for make_bundle: the container's network is the named namespace."""
+    def edit(config):
+        config["linux"]["namespaces"] = [
+            n for n in config["linux"]["namespaces"] if n["type"] != "network"] + [
+            {"type": "network", "path": f"/run/netns/{ns}"}]
+    return edit

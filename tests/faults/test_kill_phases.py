@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import join_netns
-from harness import COMMAND, VICTIMS, inject
+from harness import COMMAND, VICTIMS, inject, join_netns
 from integration.conftest import RUNV
 from runv_testlib import host_snapshot, leaks
 
