@@ -545,3 +545,30 @@ def run_in_pty(argv: list[str], input: bytes = b"", timeout: float = COMMAND_TIM
         raise
     finally:
         os.close(master)
+
+
+# ---- helpers shared by the engine tests (docker, podman: any engine callable
+# with `logs` and `inspect`) ----
+
+# A loop that reports itself ready, so that a signal sent after "ready" finds its traps set.
+READY_LOOP = 'echo ready; while :; do sleep 0.1; done'
+
+
+def wait_logs(engine, cid: str, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = engine("logs", cid)
+        if text in r.stdout:
+            return r.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never showed in the logs of {cid[:12]}: "
+                                 f"{r.stdout!r} {r.stderr!r}")
+        time.sleep(0.2)
+
+
+def wait_exited(engine, cid: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while engine.inspect(cid, "{{.State.Status}}") != "exited":
+        assert time.monotonic() < deadline, f"{cid[:12]} never exited"
+        time.sleep(0.2)
+    return int(engine.inspect(cid, "{{.State.ExitCode}}"))

@@ -12,33 +12,9 @@ import urllib.request
 
 import daemons
 import pytest
-from daemons import IMAGE, RUNTIME, run_in_pty
+from daemons import IMAGE, READY_LOOP, RUNTIME, run_in_pty, wait_exited, wait_logs
 
 pytestmark = pytest.mark.engines
-
-# A loop that reports itself ready, so that a signal sent after "ready" finds its traps set.
-READY_LOOP = 'echo ready; while :; do sleep 0.1; done'
-
-
-def wait_logs(docker, cid: str, text: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = docker("logs", cid)
-        if text in r.stdout:
-            return r.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never showed in the logs of {cid[:12]}: "
-                                 f"{r.stdout!r} {r.stderr!r}")
-        time.sleep(0.2)
-
-
-def wait_exited(docker, cid: str, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while docker.inspect(cid, "{{.State.Status}}") != "exited":
-        assert time.monotonic() < deadline, f"{cid[:12]} never exited"
-        time.sleep(0.2)
-    return int(docker.inspect(cid, "{{.State.ExitCode}}"))
-
 
 # ---------------------------------------------------------------- docker run
 

@@ -15,34 +15,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from daemons import RUNTIME, run_in_pty
+from daemons import READY_LOOP, RUNTIME, run_in_pty, wait_exited, wait_logs
 from podman_engine import IMAGE
 
 pytestmark = pytest.mark.engines
-
-# A loop that reports itself ready, so that a signal sent after "ready" finds its traps set.
-READY_LOOP = 'echo ready; while :; do sleep 0.1; done'
-
-
-def wait_logs(podman, cid: str, text: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = podman("logs", cid)
-        if text in r.stdout:
-            return r.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never showed in the logs of {cid[:12]}: "
-                                 f"{r.stdout!r} {r.stderr!r}")
-        time.sleep(0.2)
-
-
-def wait_exited(podman, cid: str, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while podman.inspect(cid, "{{.State.Status}}") != "exited":
-        assert time.monotonic() < deadline, f"{cid[:12]} never exited"
-        time.sleep(0.2)
-    return int(podman.inspect(cid, "{{.State.ExitCode}}"))
-
 
 # ---------------------------------------------------------------- podman run
 
