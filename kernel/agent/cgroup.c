@@ -1,4 +1,4 @@
-/* The container's cgroup in the guest (cgroup v2, mounted by the agent at boot). */
+/* The containers' cgroups in the guest (cgroup v2, mounted by the agent at boot). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -11,26 +11,33 @@
 #include "util.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
-#define CGROUP_DIR CGROUP_ROOT "/container"
+
+void cgroup_dir(uint32_t stream, char *out, size_t size)
+{
+    if (stream == 1)
+        snprintf(out, size, CGROUP_ROOT "/container");
+    else
+        snprintf(out, size, CGROUP_ROOT "/container-%u", stream);
+}
 
 /* Makes the container's cgroup and sets its knobs (linux.resources as the
  * host computed them), enabling the controllers they belong to. The cgroup is
  * made even without knobs, as runc gives every container one: `runv update`
  * may set limits later, on the processes already in it. */
-int cgroup_prepare(struct spec *s, struct error *e)
+int cgroup_prepare(const char *dir, struct spec *s, struct error *e)
 {
     /* the controllers `runv update` sets, there from the start as under runc
      * (one by one: a kernel without one still has the others) */
     static const char *const controllers[] = {"+cpu", "+memory", "+pids"};
     for (size_t i = 0; i < sizeof controllers / sizeof *controllers; i++)
         write_file(CGROUP_ROOT "/cgroup.subtree_control", controllers[i]);
-    if (mkdir(CGROUP_DIR, 0755) < 0 && errno != EEXIST)
-        return err_set(e, errno, "mkdir %s", CGROUP_DIR);
-    return cgroup_update(s, e);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return err_set(e, errno, "mkdir %s", dir);
+    return cgroup_update(dir, s, e);
 }
 
 /* Sets the knobs of the container's cgroup (made by cgroup_prepare). */
-int cgroup_update(struct spec *s, struct error *e)
+int cgroup_update(const char *dir, struct spec *s, struct error *e)
 {
     char path[PATH_MAX], ctl[64];
     for (int i = 0; i < s->ncgknobs; i++) {
@@ -40,7 +47,7 @@ int cgroup_update(struct spec *s, struct error *e)
             if (write_file(CGROUP_ROOT "/cgroup.subtree_control", ctl) < 0)
                 return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
         }
-        snprintf(path, sizeof path, CGROUP_DIR "/%s", knob);
+        snprintf(path, sizeof path, "%s/%s", dir, knob);
         if (write_file(path, s->cgknobs[i].value) < 0)
             return err_set(e, errno, "guest cgroup: %s = %s", knob, s->cgknobs[i].value);
     }
@@ -48,11 +55,12 @@ int cgroup_update(struct spec *s, struct error *e)
 }
 
 /* Moves pid into the container's cgroup (made by cgroup_prepare). */
-int cgroup_enter(pid_t pid, struct error *e)
+int cgroup_enter(const char *dir, pid_t pid, struct error *e)
 {
-    char value[16];
+    char value[16], path[PATH_MAX];
     snprintf(value, sizeof value, "%d", pid);
-    if (write_file(CGROUP_DIR "/cgroup.procs", value) < 0)
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    if (write_file(path, value) < 0)
         return err_set(e, errno, "move the container's init into its cgroup");
     return 0;
 }
@@ -79,7 +87,7 @@ int cgroup_join(pid_t init, struct error *e)
     return rc;
 }
 
-void cgroup_remove(void)
+void cgroup_remove(const char *dir)
 {
-    rmdir(CGROUP_DIR);
+    rmdir(dir);
 }

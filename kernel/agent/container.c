@@ -266,6 +266,10 @@ static int build_root(struct spec *s, struct error *e)
 {
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
         return err_set(e, errno, "make / a slave mount");
+    /* A pod's next container: its root, on the pod share, takes the place of
+     * the first one's (in this mount namespace alone). */
+    if (s->root_dir && mount(s->root_dir, ROOTFS_DIR, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return err_set(e, errno, "bind the container's root %s", s->root_dir);
     /* In a new user namespace the mounts inherited from the agent are locked
      * and cannot be moved: the container's root is a bind mount of its own. */
     if ((s->nsflags & CLONE_NEWUSER) && mount(ROOTFS_DIR, ROOTFS_DIR, NULL, MS_BIND | MS_REC, NULL) < 0)

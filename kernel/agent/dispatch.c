@@ -1,6 +1,7 @@
 /* One handler per host request. A request's handler sends its OK reply; when
  * it fails, dispatch sends ERROR with the errno and message it set. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 
@@ -22,20 +23,34 @@ static int parse_process(struct spec *s, const struct frame *f, struct error *e)
     return s->nargv ? 0 : err_setx(e, EINVAL, "process.args must not be empty");
 }
 
-/* The container's init, its shares mounted and its cgroup made; undone on failure. */
-static int create_init(struct spec *s, uint32_t stream, struct error *e)
+/* A container and its init on the request's stream. The first one mounts the
+ * shares (its rootfs, its binds', the pod's); a pod's next one has its root
+ * on the pod share already. Undone on failure. */
+static int create_ctr(struct spec *s, uint32_t stream, struct error *e)
 {
-    if (mount_shares(s, e) < 0)
+    if (!s->root_dir && mount_shares(s, e) < 0)
         return -1;
-    struct proc *pr = proc_new(stream);
-    if (proc_create_init(pr, s, e) < 0) {
-        proc_remove(pr);
-        umount_shares(s);
-        cgroup_remove();
+    struct ctr *c = ctr_create(stream, s, e);
+    if (!c) {
+        if (!s->root_dir)
+            umount_shares(s);
         return -1;
     }
-    proc_keep_seccomp(s);
-    send_ok_u32(stream, pr->pid);
+    send_ok_u32(stream, c->init->pid);
+    return 0;
+}
+
+static int check_create(const struct frame *f, struct spec *s, struct error *e)
+{
+    if (f->stream == 0)
+        return err_setx(e, EINVAL, "CREATE on stream 0");
+    if (proc_find(f->stream))
+        return err_setx(e, EEXIST, "stream %u is in use", f->stream);
+    if ((f->stream == INIT_STREAM) != !s->root_dir)
+        return err_setx(e, EINVAL, f->stream == INIT_STREAM ? "the first container has no root directory"
+                                                           : "a pod's next container needs a root directory");
+    if (s->root_dir && !(s->nsflags & CLONE_NEWNS))
+        return err_setx(e, EINVAL, "a pod's next container needs a mount namespace");
     return 0;
 }
 
@@ -44,19 +59,30 @@ static int do_create(const struct frame *f, struct error *e)
     struct spec s = {0};
     int rc;
 
-    if (f->stream != INIT_STREAM)
-        return err_setx(e, EINVAL, "CREATE on stream %u: the container's init is stream %u", f->stream, INIT_STREAM);
-    if (init_proc)
+    if (f->stream != INIT_STREAM && !ctr_find(INIT_STREAM))
+        return err_setx(e, EINVAL, "CREATE on stream %u: the first container's init is stream %u", f->stream, INIT_STREAM);
+    if (ctr_find(f->stream))
         return err_setx(e, EEXIST, "the container has been created already");
-    rc = parse_process(&s, f, e) < 0 ? -1 : create_init(&s, f->stream, e);
+    rc = parse_process(&s, f, e) < 0 || check_create(f, &s, e) < 0 ? -1 : create_ctr(&s, f->stream, e);
     spec_free(&s);
     return rc;
 }
 
-static int exec_in(struct proc *init, struct spec *s, uint32_t stream, struct error *e)
+/* The container a request names by its init's stream, running. */
+static struct ctr *running_ctr(uint32_t stream, struct error *e)
+{
+    struct ctr *c = ctr_find(stream);
+    if (!c || !c->init || c->init->exited) {
+        err_setx(e, ESRCH, "the container is not running");
+        return NULL;
+    }
+    return c;
+}
+
+static int exec_in(struct ctr *c, struct spec *s, uint32_t stream, struct error *e)
 {
     struct proc *pr = proc_new(stream);
-    if (proc_exec(pr, init->pid, s, e) < 0) {
+    if (proc_exec(pr, c, s, e) < 0) {
         proc_remove(pr);
         return -1;
     }
@@ -67,37 +93,38 @@ static int exec_in(struct proc *init, struct spec *s, uint32_t stream, struct er
 static int do_exec(const struct frame *f, struct error *e)
 {
     struct spec s = {0};
-    struct proc *pr = proc_find(f->stream), *init = init_proc;
-    int rc;
+    struct proc *pr = proc_find(f->stream);
+    struct ctr *c;
+    int rc = -1;
 
     if (f->stream <= INIT_STREAM)
         return err_setx(e, EINVAL, "EXEC on stream %u: streams 0 and %u are reserved", f->stream, INIT_STREAM);
-    if (pr && (!pr->done || pr == init))
+    if (pr && (!pr->done || ctr_find(f->stream)))
         return err_setx(e, EEXIST, "stream %u is in use", f->stream);
     if (pr)
         proc_remove(pr);
-    if (!init || init->exited)
-        return err_setx(e, ESRCH, "the container is not running");
-    rc = parse_process(&s, f, e) < 0 ? -1 : exec_in(init, &s, f->stream, e);
+    if (parse_process(&s, f, e) == 0 && (c = running_ctr(s.container ? s.container : INIT_STREAM, e)))
+        rc = exec_in(c, &s, f->stream, e);
     spec_free(&s);
     return rc;
 }
 
 static int do_start(const struct frame *f, struct error *e)
 {
-    struct proc *pr = proc_find(f->stream);
-    if (!pr || pr != init_proc)
+    struct ctr *c = ctr_find(f->stream);
+    if (!c || !c->init)
         return err_setx(e, ESRCH, "no container init on stream %u", f->stream);
-    if (proc_start_init(pr, e) < 0)
+    if (proc_start_init(c->init, e) < 0)
         return -1;
     send_ok(f->stream, NULL, 0);
     return 0;
 }
 
-static int signal_all(int signo, struct error *e)
+/* SIGNAL with all: every process of the container whose init is on the stream. */
+static int signal_all(uint32_t stream, int signo, struct error *e)
 {
     static pid_t pids[16384];
-    int n = container_pids(pids, 16384), sent = 0;
+    int n = container_pids(ctr_find(stream), pids, 16384), sent = 0;
     for (int i = 0; i < n; i++)
         sent += kill(pids[i], signo) == 0;
     return sent ? 0 : err_setx(e, ESRCH, "no processes in the container");
@@ -118,7 +145,7 @@ static int do_signal(const struct frame *f, struct error *e)
     if (f->len < 8)
         return err_setx(e, EINVAL, "bad SIGNAL payload");
     int signo = get_u32(f->data), all = get_u32(f->data + 4);
-    if ((all ? signal_all(signo, e) : signal_one(f->stream, signo, e)) < 0)
+    if ((all ? signal_all(f->stream, signo, e) : signal_one(f->stream, signo, e)) < 0)
         return -1;
     send_ok(f->stream, NULL, 0);
     return 0;
@@ -128,7 +155,7 @@ static int do_ps(const struct frame *f)
 {
     static pid_t pids[RUNV_MAX_PAYLOAD / 4];
     static uint8_t out[RUNV_MAX_PAYLOAD];
-    int n = container_pids(pids, RUNV_MAX_PAYLOAD / 4);
+    int n = container_pids(ctr_find(f->stream), pids, RUNV_MAX_PAYLOAD / 4);
     for (int i = 0; i < n; i++)
         put_u32(out + 4 * i, pids[i]);
     send_ok(f->stream, out, 4 * (size_t)n);
@@ -147,11 +174,12 @@ static int do_netif(const struct frame *f, struct error *e)
 static int do_update(const struct frame *f, struct error *e)
 {
     struct spec s = {0};
+    struct ctr *c = running_ctr(f->stream, e);
     int rc;
 
-    if (!init_proc || init_proc->exited)
-        return err_setx(e, ESRCH, "the container is not running");
-    rc = spec_parse(&s, f->data, f->len, e) < 0 ? -1 : cgroup_update(&s, e);
+    if (!c)
+        return -1;
+    rc = spec_parse(&s, f->data, f->len, e) < 0 ? -1 : cgroup_update(c->cgroup, &s, e);
     spec_free(&s);
     if (rc == 0)
         send_ok(f->stream, NULL, 0);

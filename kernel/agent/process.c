@@ -25,13 +25,28 @@
 #include "proto.h"
 #include "util.h"
 
-struct proc *init_proc;
 static struct proc *procs;
-static struct stat init_mntns; /* processes in this mount namespace are the container's */
+static struct ctr *ctrs;
 
 #define STALL_CHECK_MS 1000 /* how often collect() looks for a stopped child */
 
-/* ---- the process table ---- */
+/* ---- the tables ---- */
+
+struct ctr *ctr_find(uint32_t stream)
+{
+    struct ctr *c = ctrs;
+    while (c && c->stream != stream)
+        c = c->next;
+    return c;
+}
+
+static struct ctr *ctr_of(struct proc *init)
+{
+    struct ctr *c = ctrs;
+    while (c && c->init != init)
+        c = c->next;
+    return c;
+}
 
 struct proc *proc_find(uint32_t stream)
 {
@@ -64,8 +79,9 @@ void proc_remove(struct proc *p)
     io_close(&p->io);
     if (p->chan >= 0)
         close(p->chan);
-    if (p == init_proc)
-        init_proc = NULL;
+    struct ctr *c = ctr_of(p);
+    if (c)
+        c->init = NULL;
     free(p);
 }
 
@@ -238,37 +254,100 @@ static _Noreturn void init_child(struct spec *s, int chan, int stdio[3])
 
 /* Before GO, from the agent: a new user namespace's id maps and the limits
  * that need privileges outside it; the container's cgroup. */
-static int prepare_init(pid_t pid, struct spec *s, struct error *e)
+static int prepare_init(pid_t pid, struct ctr *c, struct spec *s, struct error *e)
 {
     if ((s->nsflags & CLONE_NEWUSER) && (write_id_maps(pid, s, e) < 0 || apply_limits(pid, s, e) < 0))
         return -1;
-    return cgroup_enter(pid, e);
+    return cgroup_enter(c->cgroup, pid, e);
 }
 
-int proc_create_init(struct proc *p, struct spec *s, struct error *e)
+/* A pod's next container: a helper joins the namespaces of the pod's first
+ * init, then clones the init as the agent's child (CLONE_PARENT) in the new
+ * ones; the helper sends its pid and is reaped. */
+static pid_t spawn_in_pod(struct proc *p, struct spec *s, int sv[2], int stdio[3], struct error *e)
 {
-    int sv[2], stdio[3] = {-1, -1, -1};
-    char path[64];
+    static const struct { int flag; const char *name; } joins[] = {
+        {CLONE_NEWUSER, "user"}, {CLONE_NEWIPC, "ipc"}, {CLONE_NEWUTS, "uts"}, {CLONE_NEWNET, "net"},
+        {CLONE_NEWPID, "pid"}, {CLONE_NEWCGROUP, "cgroup"},
+    };
+    struct ctr *pod = ctr_find(INIT_STREAM);
+    struct chanmsg m;
+    int fd = -1;
 
-    if (child_fds(p, s, sv, stdio, e) < 0)
-        return -1;
-    if (cgroup_prepare(s, e) < 0) {
-        close_fds(sv, 2), close_fds(stdio, 3);
-        return -1;
-    }
-    /* fork semantics (no new stack), with the namespaces created on the way
-     * (but the cgroup namespace: the child makes it once in its cgroup) */
-    pid_t pid = syscall(SYS_clone, (unsigned long)(s->nsflags & ~CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0) {
+    if (!pod || !pod->init || pod->init->exited)
+        return err_setx(e, ESRCH, "the pod's first container is not running");
+    pid_t helper = fork();
+    if (helper == 0) {
+        struct error ce = {0};
         close(sv[0]);
-        init_child(s, sv[1], stdio);
+        for (size_t i = 0; i < sizeof joins / sizeof *joins; i++) {
+            char path[64];
+            if (!(s->joinflags & joins[i].flag))
+                continue;
+            snprintf(path, sizeof path, "/proc/%d/ns/%s", pod->init->pid, joins[i].name);
+            int ns = open(path, O_RDONLY | O_CLOEXEC);
+            if (ns < 0 || setns(ns, joins[i].flag) < 0) {
+                err_set(&ce, errno, "join the pod's %s namespace", joins[i].name);
+                chan_fail(sv[1], &ce);
+            }
+            close(ns);
+        }
+        pid_t pid = syscall(SYS_clone, CLONE_PARENT | (unsigned long)(s->nsflags & ~CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+        if (pid == 0)
+            init_child(s, sv[1], stdio);
+        if (pid < 0) {
+            err_set(&ce, errno, "clone the container's init (flags %#x)", s->nsflags);
+            chan_fail(sv[1], &ce);
+        }
+        chan_send(sv[1], CH_PID, pid, -1);
+        _exit(0);
     }
     int saved = errno;
     keep_agent_ends(p, sv, stdio);
-    if (pid < 0)
-        return err_set(e, saved, "clone the container's init (flags %#x)", s->nsflags);
+    if (helper < 0)
+        return err_set(e, saved, "fork");
+    int n = chan_recv(p->chan, &m, &fd);
+    if (fd >= 0)
+        close(fd);
+    while (waitpid(helper, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (n > 0 && m.kind == CH_ERROR)
+        return *e = m.err, -1;
+    if (n <= 0 || m.kind != CH_PID)
+        return err_setx(e, EIO, "the helper that creates the container died");
+    return m.pid;
+}
+
+static int create_init(struct proc *p, struct ctr *c, struct spec *s, struct error *e)
+{
+    int sv[2], stdio[3] = {-1, -1, -1};
+    char path[64];
+    pid_t pid;
+
+    if (child_fds(p, s, sv, stdio, e) < 0)
+        return -1;
+    if (cgroup_prepare(c->cgroup, s, e) < 0) {
+        close_fds(sv, 2), close_fds(stdio, 3);
+        return -1;
+    }
+    if (s->root_dir) {
+        if ((pid = spawn_in_pod(p, s, sv, stdio, e)) < 0)
+            return -1;
+    } else {
+        /* fork semantics (no new stack), with the namespaces created on the way
+         * (but the cgroup namespace: the child makes it once in its cgroup) */
+        pid = syscall(SYS_clone, (unsigned long)(s->nsflags & ~CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+        if (pid == 0) {
+            close(sv[0]);
+            init_child(s, sv[1], stdio);
+        }
+        int saved = errno;
+        keep_agent_ends(p, sv, stdio);
+        if (pid < 0)
+            return err_set(e, saved, "clone the container's init (flags %#x)", s->nsflags);
+    }
     p->pid = pid;
-    if (prepare_init(pid, s, e) < 0) {
+    if (prepare_init(pid, c, s, e) < 0) {
         kill(pid, SIGKILL);
         return -1; /* the child is reaped as an unknown pid */
     }
@@ -276,11 +355,35 @@ int proc_create_init(struct proc *p, struct spec *s, struct error *e)
     if (collect(p, 0, 1, e) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
-    if (stat(path, &init_mntns) < 0)
+    if (stat(path, &c->mntns) < 0)
         return err_set(e, errno, "stat %s", path);
-    init_proc = p;
-    io_start(&p->io);
     return 0;
+}
+
+struct ctr *ctr_create(uint32_t stream, struct spec *s, struct error *e)
+{
+    struct ctr *c = calloc(1, sizeof *c);
+    if (!c)
+        power_off("out of memory");
+    c->stream = stream;
+    cgroup_dir(stream, c->cgroup, sizeof c->cgroup);
+    struct proc *p = proc_new(stream);
+    if (create_init(p, c, s, e) < 0) {
+        proc_remove(p);
+        cgroup_remove(c->cgroup);
+        free(c);
+        return NULL;
+    }
+    if (s->seccomp && (c->seccomp = malloc(s->seccomp_len))) {
+        memcpy(c->seccomp, s->seccomp, s->seccomp_len);
+        c->seccomp_len = s->seccomp_len;
+        c->seccomp_flags = s->seccomp_flags;
+    }
+    c->init = p;
+    c->next = ctrs;
+    ctrs = c;
+    io_start(&p->io);
+    return c;
 }
 
 int proc_start_init(struct proc *p, struct error *e)
@@ -354,31 +457,16 @@ static _Noreturn void exec_child(pid_t init, struct spec *s, int chan, int stdio
     exec_process(s, chan);
 }
 
-/* The container's seccomp filter, from CREATE: exec'd processes get it too, as in runc. */
-static void *cseccomp;
-static size_t cseccomp_len;
-static uint32_t cseccomp_flags;
-
-void proc_keep_seccomp(const struct spec *s)
-{
-    free(cseccomp);
-    cseccomp = NULL;
-    cseccomp_len = 0;
-    if (s->seccomp && (cseccomp = malloc(s->seccomp_len))) {
-        memcpy(cseccomp, s->seccomp, s->seccomp_len);
-        cseccomp_len = s->seccomp_len;
-        cseccomp_flags = s->seccomp_flags;
-    }
-}
-
-int proc_exec(struct proc *p, pid_t init, struct spec *s, struct error *e)
+/* The container's seccomp filter, from CREATE, goes to exec'd processes too, as in runc. */
+int proc_exec(struct proc *p, struct ctr *c, struct spec *s, struct error *e)
 {
     int sv[2], stdio[3] = {-1, -1, -1};
+    pid_t init = c->init->pid;
 
-    if (!s->seccomp && cseccomp) {
-        s->seccomp = cseccomp;
-        s->seccomp_len = cseccomp_len;
-        s->seccomp_flags = cseccomp_flags;
+    if (!s->seccomp && c->seccomp) {
+        s->seccomp = c->seccomp;
+        s->seccomp_len = c->seccomp_len;
+        s->seccomp_flags = c->seccomp_flags;
     }
     if (child_fds(p, s, sv, stdio, e) < 0)
         return -1;
@@ -417,7 +505,7 @@ static void proc_finish(struct proc *p)
     io_close(&p->io);
     if (debug)
         logmsg("stream %u: pid %d exited with status %#x", p->stream, p->pid, p->status);
-    if (p != init_proc)
+    if (!ctr_of(p))
         proc_remove(p); /* the host learnt all there is: an EXEC's slot is freed */
 }
 
@@ -436,8 +524,22 @@ void proc_io_event(uint32_t stream, int role)
         io_event(&p->io, role);
 }
 
-/* The container's init exited and the host has its EXIT. */
-int proc_init_done(void) { return init_proc && init_proc->done; }
+/* The first container's init exited and the host has its EXIT. */
+int proc_init_done(void)
+{
+    struct ctr *pod = ctr_find(INIT_STREAM);
+    return pod && pod->init && pod->init->done;
+}
+
+/* A pod's next container is over: whatever its init left goes (in a pid
+ * namespace of its own the kernel has done so already). */
+static void ctr_over(struct ctr *c)
+{
+    static pid_t pids[16384];
+    int n = container_pids(c, pids, 16384);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+}
 
 void proc_reap(void)
 {
@@ -451,17 +553,20 @@ void proc_reap(void)
             continue; /* an orphan, an exec helper, or a process the host never learnt of */
         p->exited = 1;
         p->status = status;
-        if (p == init_proc)
-            kill(-1, SIGKILL); /* the container is over: everything else goes */
+        struct ctr *c = ctr_of(p);
+        if (c && c->stream == INIT_STREAM)
+            kill(-1, SIGKILL); /* the (pod's first) container is over: everything else goes */
+        else if (c)
+            ctr_over(c);
         proc_finish(p);
     }
 }
 
-int container_pids(pid_t *out, int max)
+int container_pids(struct ctr *c, pid_t *out, int max)
 {
     int n = 0;
     struct dirent *de;
-    if (!init_proc)
+    if (!c)
         return 0;
     DIR *d = opendir("/proc");
     while (d && n < max && (de = readdir(d))) {
@@ -471,7 +576,7 @@ int container_pids(pid_t *out, int max)
         if (pid <= 1)
             continue;
         snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
-        if (stat(path, &st) == 0 && st.st_ino == init_mntns.st_ino && st.st_dev == init_mntns.st_dev)
+        if (stat(path, &st) == 0 && st.st_ino == c->mntns.st_ino && st.st_dev == c->mntns.st_dev)
             out[n++] = pid;
     }
     if (d)

@@ -79,6 +79,10 @@ enum runv_tag {
     TAG_NAMESPACES = 26,    /* u32 clone flags of the namespaces to create for the container */
     TAG_SECCOMP_FLAGS = 27, /* u32 seccomp(2) filter flags */
     TAG_CGROUP = 28,        /* NUL-terminated knob of the container's guest cgroup (v2), then its value */
+    TAG_ROOT_DIR = 29,      /* CREATE of a pod's next container: the guest directory (on the pod
+                               share) to bind as its root, instead of the "rootfs" share */
+    TAG_JOIN_NAMESPACES = 30, /* u32 clone flags of the namespaces it joins: the pod's first container's */
+    TAG_CONTAINER = 31,     /* EXEC: u32 init stream of the container to run in (default 1) */
     TAG_NET_ADDR = 40,      /* NETIF: u32 family, u32 prefix, address bytes */
     TAG_NET_ROUTE = 41,     /* NETIF: u32 family, u32 prefix, destination bytes, gateway bytes */
     TAG_NET_MAC = 42,       /* NETIF: 6 bytes */

@@ -152,6 +152,7 @@ static int add_record(struct spec *s, uint32_t tag, const uint8_t *v, uint32_t r
         [TAG_TERMINAL] = 4, [TAG_UMASK] = 4, [TAG_RLIMIT] = 20, [TAG_CAPS] = 40,
         [TAG_NO_NEW_PRIVS] = 4, [TAG_OOM_SCORE_ADJ] = 4, [TAG_DEVICE] = 24,
         [TAG_ROOT_PROPAGATION] = 4, [TAG_NAMESPACES] = 4, [TAG_SECCOMP_FLAGS] = 4,
+        [TAG_JOIN_NAMESPACES] = 4, [TAG_CONTAINER] = 4,
     };
     if (tag < sizeof minlen && rl < minlen[tag])
         return err_setx(e, EINVAL, "record %u is too short (%u bytes)", tag, rl);
@@ -172,6 +173,9 @@ static int add_record(struct spec *s, uint32_t tag, const uint8_t *v, uint32_t r
     case TAG_ROOT_PROPAGATION: s->rootprop = get_u32(v); break;
     case TAG_NAMESPACES: s->nsflags = get_u32(v) | CLONE_NEWNS; break;
     case TAG_SECCOMP_FLAGS: s->seccomp_flags = get_u32(v); break;
+    case TAG_JOIN_NAMESPACES: s->joinflags = get_u32(v) & ~CLONE_NEWNS; break;
+    case TAG_CONTAINER: s->container = get_u32(v); break;
+    case TAG_ROOT_DIR: s->root_dir = astr(s, v, rl); break;
     case TAG_MOUNT: add_mount(s, v, rl); break;
     case TAG_RLIMIT:
         s->rlimits[s->nrlimits++] = (struct rlim){get_u32(v), get_u64(v + 4), get_u64(v + 12)};

@@ -34,7 +34,8 @@ struct spec {
     int nrlimits;
     void *seccomp;
     size_t seccomp_len;
-    uint32_t seccomp_flags, rootprop, nsflags;
+    uint32_t seccomp_flags, rootprop, nsflags, joinflags, container;
+    char *root_dir; /* a pod's next container: its root, on the pod share */
     struct mountrec *mounts;
     int nmounts;
     char **masked, **readonly;

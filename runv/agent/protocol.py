@@ -68,6 +68,9 @@ class Tag(enum.IntEnum):
     NAMESPACES = 26
     SECCOMP_FLAGS = 27
     CGROUP = 28
+    ROOT_DIR = 29
+    JOIN_NAMESPACES = 30
+    CONTAINER = 31
     NET_ADDR = 40
     NET_ROUTE = 41
     NET_MAC = 42
