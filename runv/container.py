@@ -44,8 +44,17 @@ class Container:
         """The state as `runv state` prints it (and hooks get it on stdin)."""
         return ocistate.oci_state(asdict(self.state))
 
+    @property
+    def control_dir(self) -> str:
+        """Where the shim that serves this container listens: its own, or its pod's (runv.member)."""
+        return StateDir(self.dir.root, self.state.sandbox).path if self.state.sandbox else self.dir.path
+
+    def addressed(self) -> dict[str, Any]:
+        """What a request to the pod's shim adds to name this container."""
+        return {"container": self.id} if self.state.sandbox else {}
+
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
-        return shim_client.call(self.dir.path, op, **args)
+        return shim_client.call(self.control_dir, op, **args, **self.addressed())
 
     def start(self) -> None:
         require(self.status.can_start(), self.id, "start", self.status)

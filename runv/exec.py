@@ -105,10 +105,10 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
     c = Container.load(root, container_id)
     if c.status.value not in ("created", "running"):
         raise errors.InvalidState(f"cannot exec in a {c.status.value} container")
-    stdio, fds, raw_tty = _stdio(process, console_socket, detach)
-    conn = shim_client.connect(c.dir.path)
+    stdio, fds, raw_tty = stdio_fds(process, console_socket, detach)
+    conn = shim_client.connect(c.control_dir)
     try:
-        msg = json.dumps({"op": "exec", "process": process, "stdio": stdio}).encode() + b"\n"
+        msg = json.dumps({"op": "exec", "process": process, "stdio": stdio, **c.addressed()}).encode() + b"\n"
         socket.send_fds(conn, [msg], fds)
         faultpoint.reached("exec.sent")
         if console_socket:
@@ -130,7 +130,7 @@ def exec_process(root: str, container_id: str, process: dict[str, Any], console_
         conn.close()
 
 
-def _stdio(process: dict[str, Any], console_socket: str | None,
+def stdio_fds(process: dict[str, Any], console_socket: str | None,
            detach: bool) -> tuple[list[str], list[int], bool]:
     if not process.get("terminal"):
         if console_socket:
@@ -157,7 +157,7 @@ def _is_open(fd: int) -> bool:
 def _wait(replies: BinaryIO, c: Container, stream: int, raw: bool) -> int:
     def send(signo: int) -> None:
         try:
-            shim_client.call(c.dir.path, "kill", signal=signo, stream=stream)
+            shim_client.call(c.control_dir, "kill", signal=signo, stream=stream, **c.addressed())
         except errors.RunvError:
             pass
 

@@ -35,11 +35,14 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     if not (isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())):
         config.validate(bundle.config)  # names the problem
         raise errors.SpecError("config.json: annotations must map strings to strings")
+    from runv.member import find_pod
+
+    pod = find_pod(root, bundle.config)
     sd.create()
     try:
         state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
                       created=log.now(), annotations=annotations,
-                      hooks=bundle.config.get("hooks") or {})
+                      hooks=bundle.config.get("hooks") or {}, sandbox=pod)
         sd.write(state)
         pid = _fork_shim(sd, state, bundle, console_socket)
         if pid_file:
@@ -56,6 +59,10 @@ def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str |
     pid = os.fork()
     if pid == 0:
         os.close(r)
+        if state.sandbox:  # one of a pod's next containers: in the pod's VM
+            from runv.member import light_shim
+
+            light_shim(sd, state, bundle, console_socket, w)  # never returns
         from runv.sandbox.shim import main
 
         main(sd, state, bundle, console_socket, w)  # never returns

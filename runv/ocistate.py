@@ -14,7 +14,7 @@ STATE_FIELDS: dict[str, tuple[type, ...]] = {
     "qemu_pid": _INT, "rootfs": _STR, "created": _STR, "annotations": _DICT,
     "exit_code": _OPT_INT, "accel": _STR, "netns": _STR, "hooks": _DICT, "cgroup": _STR,
     "cgroup_made": (list, type(None)), "qemu_start": _OPT_INT, "netns_path": _STR, "taps": _DICT,
-    "resources": _DICT, "guest_memory_mb": _INT, "guest_ram_mb": _INT,
+    "resources": _DICT, "guest_memory_mb": _INT, "guest_ram_mb": _INT, "pod": (bool,), "sandbox": _STR,
 }
 
 
@@ -24,7 +24,7 @@ def well_formed(data: object, container_id: str) -> bool:
     if not isinstance(data, dict) or data.get("id") != container_id:
         return False
     for key, types in STATE_FIELDS.items():
-        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool) and bool not in types):
             return False
     if data.get("status", "creating") not in STATUSES:
         return False

@@ -62,6 +62,10 @@ class State:
     resources: dict[str, Any] = field(default_factory=dict)
     guest_memory_mb: int = 0
     guest_ram_mb: int = 0
+    # A pod: `pod`, its VM can take the pod's next containers (runv.qemu.podshare);
+    # `sandbox`, the id of the container in whose VM this one runs ("": its own VM)
+    pod: bool = False
+    sandbox: str = ""
 
     def move(self, to: Status, exit_code: int | None = None) -> None:
         """Change the status, if TRANSITIONS allows it (else InvalidTransition)."""

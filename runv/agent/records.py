@@ -73,9 +73,10 @@ def exec_payload(process: dict[str, Any]) -> bytes:
     return _fits(process_records(process), "the process")
 
 
-def create_payload(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]]) -> bytes:
-    """CREATE's payload: the config's records, refused if they do not fit one frame."""
-    return _fits(create_records(config, mounts, shares), "the container's config")
+def create_payload(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]],
+                   extra: bytes = b"") -> bytes:
+    """CREATE's payload: the config's records (and `extra`), refused if they do not fit one frame."""
+    return _fits(create_records(config, mounts, shares) + extra, "the container's config")
 
 
 def _fits(payload: bytes, what: str) -> bytes:
@@ -282,8 +283,20 @@ def namespace_flags(linux: dict[str, Any]) -> int:
     return flags
 
 
-__all__ = ["create_records", "process_records", "create_payload", "exec_payload", "mount_record", "parse_mount_options",
+__all__ = ["create_records", "member_records", "rec_u32",
+           "process_records", "create_payload", "exec_payload", "mount_record", "parse_mount_options",
            "namespace_flags", "id_map_records", "guest_cgroup", "update_payload", "rlimits", "record", "rec_i32"]
+
+
+def member_records(linux: dict[str, Any], root_dir: str) -> bytes:
+    """CREATE's extra records for a pod's next container: its root on the pod
+    share, and the namespaces it names by path, which in the guest are those
+    of the pod's first container (the pod's; network is the VM's anyway)."""
+    join = 0
+    for ns in linux.get("namespaces") or []:
+        if ns.get("path"):
+            join |= NAMESPACE_FLAGS.get(ns.get("type", ""), 0) & ~CLONE_NEWNS
+    return rec_str(Tag.ROOT_DIR, root_dir) + rec_u32(Tag.JOIN_NAMESPACES, join)
 
 
 def netif_records(nic: Nic) -> bytes:

@@ -25,6 +25,9 @@ CDEF = """
     };
     int mount_setattr(int dirfd, const char *path, unsigned int flags,
                       struct mount_attr *attr, size_t size);
+    int open_tree(int dfd, const char *filename, unsigned int flags);
+    int move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path,
+                   unsigned int flags);
 
     struct cap_header { uint32_t version; int pid; };
     struct cap_data { uint32_t effective; uint32_t permitted; uint32_t inheritable; };

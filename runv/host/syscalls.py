@@ -39,6 +39,10 @@ MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -108,17 +112,39 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc()[1].pivot_root(new_root.encode(), put_old.encode()), f"pivot_root {new_root}")
 
 
-def mount_setattr(path: str, attr_set: int, recursive: bool) -> None:
-    """Set mount attributes on `path` (and, if `recursive`, every mount below it).
-    ENOSYS on a kernel before 5.12 or a C library before 2.36."""
+def mount_setattr(path: str | int, attr_set: int, recursive: bool, attr_clr: int = 0) -> None:
+    """Set (and clear) mount attributes on `path`, or on the mount open as fd
+    `path`, and, if `recursive`, every mount below it. ENOSYS on a kernel
+    before 5.12 or a C library before 2.36."""
     ffi, lib = _libc()
     try:
         fn = lib.mount_setattr
     except AttributeError:
         raise OSError(errno.ENOSYS, "mount_setattr: not in this C library") from None
-    attr = ffi.new("struct mount_attr *", {"attr_set": attr_set})
-    _check(fn(AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0, attr,
-              ffi.sizeof("struct mount_attr")), f"mount_setattr {path}")
+    attr = ffi.new("struct mount_attr *", {"attr_set": attr_set, "attr_clr": attr_clr})
+    flags = AT_RECURSIVE if recursive else 0
+    if isinstance(path, int):
+        dirfd, name, flags = path, b"", flags | AT_EMPTY_PATH
+    else:
+        dirfd, name = AT_FDCWD, path.encode()
+    _check(fn(dirfd, name, flags, attr, ffi.sizeof("struct mount_attr")), f"mount_setattr {path}")
+
+
+def clone_tree(path: str, recursive: bool) -> int:
+    """A detached copy of the mount at `path` (and, if `recursive`, the mounts
+    below it), as an fd for move_mount: open_tree(OPEN_TREE_CLONE)."""
+    _, lib = _libc()
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    fd = lib.open_tree(AT_FDCWD, path.encode(), flags)
+    if fd < 0:
+        _check(-1, f"open_tree {path}")
+    return int(fd)
+
+
+def move_tree(tree: int, target_dir: int) -> None:
+    """Attach the detached mount `tree` on the file or directory open as `target_dir`."""
+    _check(_libc()[1].move_mount(tree, b"", target_dir, b"",
+                                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount")
 
 
 def clear_inheritable_capabilities() -> None:

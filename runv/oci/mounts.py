@@ -38,7 +38,9 @@ class Plan:
     guest_dirs: list[tuple[str, str]] = field(default_factory=list)  # (tag, guest dir)
 
 
-def plan(config: dict[str, Any], bundle: str) -> Plan:
+def plan(config: dict[str, Any], bundle: str, shares_dir: str = SHARES_DIR) -> Plan:
+    """The guest's mounts of `config`; bind sources are exported under
+    `shares_dir` (a pod's next containers: their directory of the pod share)."""
     p = Plan()
     for i, m in enumerate(config.get("mounts") or []):
         dest = m.get("destination", "")
@@ -49,7 +51,7 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
         source = m.get("source") or mtype
         is_bind = mtype == "bind" or "bind" in options or "rbind" in options
         if is_bind:
-            source = _share(p, i, source, bundle, options, recursive="rbind" in options)
+            source = _share(p, i, source, bundle, options, "rbind" in options, shares_dir)
             mtype = "bind"
         elif mtype == "cgroup":
             # The guest is cgroup v2 only: give the container its unified hierarchy.
@@ -58,7 +60,8 @@ def plan(config: dict[str, Any], bundle: str) -> Plan:
     return p
 
 
-def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], recursive: bool) -> str:
+def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], recursive: bool,
+           shares_dir: str) -> str:
     """Export a bind mount's host source and return its path in the guest: the
     share holds the source alone, under its basename (runv.qemu.jail)."""
     host = source if os.path.isabs(source) else os.path.join(bundle, source)
@@ -66,7 +69,7 @@ def _share(p: Plan, index: int, source: str, bundle: str, options: list[str], re
         raise SpecError(f"mount source {source}: no such file or directory")
     host = os.path.realpath(host)
     tag = f"b{index}"
-    guest_dir = f"{SHARES_DIR}/{tag}"
+    guest_dir = f"{shares_dir}/{tag}"
     readonly = bool(parse_mount_options(options)[0] & MS_RDONLY)
     name = os.path.basename(host) or "_"  # "/" has none
     p.binds.append(Bind(tag, host, name, readonly, recursive))

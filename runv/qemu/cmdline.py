@@ -29,12 +29,15 @@ class Share:
     """A host path exported over virtio-9p. Without `entry`, `path` is a directory
     exported as it is (the rootfs). With one, the export is a directory holding
     `path` alone, under the name `entry` (a bind's source, file or directory): QEMU's
-    jail (runv.qemu.jail) builds it. `recursive`: the mounts below `path` too."""
+    jail (runv.qemu.jail) builds it. `recursive`: the mounts below `path` too.
+    `pod`: the pod share, an empty tmpfs of the jail that the next containers of
+    a pod are bound into later (runv.qemu.podshare); `path` is unused."""
     tag: str
     path: str
     readonly: bool = False
     entry: str = ""
     recursive: bool = True
+    pod: bool = False
     templatable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

@@ -18,6 +18,9 @@
      namespace alone: the host's and the shim's never have them, and they go
      with QEMU. The namespace is a copy of the shim's made after the prestart
      hooks, so what a hook mounted in a source is exported too;
+   - a pod's VM: its pod share, a small read-only tmpfs of its own at
+     /shares/pod, which the shim fills as the pod's next containers come
+     (runv.qemu.podshare);
    - /dev/null, /dev/zero, /dev/urandom, and /dev/kvm under KVM;
    - /proc/self/fd, its own fd directory alone: the 9p server chmods and
      reaches xattrs through /proc/self/fd/N (QEMU 7.2, hw/9pfs/9p-local.c);
@@ -50,6 +53,9 @@ from runv.qemu.cmdline import Machine, Share
 VM_DIR = "/vm"
 SHARES_DIR = "/shares"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+# The pod share holds only mount points: a guest that writes there while the
+# shim adds a container fills at most this.
+SCRATCH_OPTIONS = "mode=0755,size=256k,nr_inodes=4096"
 KVM = "/dev/kvm"
 
 # What QEMU's 9p server needs to keep the guest's files as the guest made them
@@ -91,6 +97,7 @@ class Bind:
 class Jail:
     root: str                       # the host directory the jail's tmpfs goes on
     binds: list[Bind] = field(default_factory=list)
+    scratch: list[str] = field(default_factory=list)  # small read-only tmpfs mounts (the pod share)
     env: dict[str, str] = field(default_factory=dict)
     last_cap: int = 40
 
@@ -112,6 +119,12 @@ class Jail:
         _mount_root(self.root)
         for b in self.binds:
             _bind(self.root, b)
+        for target in self.scratch:
+            os.makedirs(self.root + target, 0o755, exist_ok=True)
+            flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+            sc.mount("runv-pod", self.root + target, "tmpfs", flags, SCRATCH_OPTIONS)
+            # read-only as a mount, not as a filesystem: the shim makes it writable for a moment
+            sc.mount(None, self.root + target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | flags)
         _bind(self.root, own_fds())
         _pivot(self.root)
 
@@ -125,14 +138,17 @@ def for_machine(machine: Machine, root: str) -> tuple[Jail, Machine]:
         binds.append(Bind(KVM, KVM, directory=False, readonly=False, device=True))
     kernel, initrd = f"{VM_DIR}/kernel", f"{VM_DIR}/initrd"
     binds += [Bind(machine.kernel, kernel, directory=False), Bind(machine.initrd, initrd, directory=False)]
-    devices = []
+    devices, scratch = [], []
     for dev in machine.devices:
         if isinstance(dev, Share):
-            binds.append(share_bind(dev))
+            if dev.pod:
+                scratch.append(f"{SHARES_DIR}/{dev.tag}")
+            else:
+                binds.append(share_bind(dev))
             dev = dataclasses.replace(dev, path=f"{SHARES_DIR}/{dev.tag}", entry="")
         devices.append(dev)
     jailed = dataclasses.replace(machine, qemu=runtime.qemu, kernel=kernel, initrd=initrd, devices=devices)
-    return Jail(root, binds, {"LD_LIBRARY_PATH": runtime.library_path}, _last_cap()), jailed
+    return Jail(root, binds, scratch, {"LD_LIBRARY_PATH": runtime.library_path}, _last_cap()), jailed
 
 
 def share_bind(share: Share) -> Bind:

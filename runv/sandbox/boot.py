@@ -15,7 +15,8 @@ from runv.errors import QemuError
 from runv.host import proc
 from runv.host.network import Nic
 from runv.oci.config import Bundle
-from runv.qemu.cmdline import Balloon, Machine, Tap
+from runv.oci.pod import is_pod_sandbox
+from runv.qemu.cmdline import Balloon, Machine, Share, Tap
 from runv.qemu.vm import VM
 from runv.sandbox.relay import Relay
 from runv.sandbox.sandbox import INIT, Sandbox
@@ -30,7 +31,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     from runv.host import hooks
     from runv.oci import mounts, resources
     from runv.oci.config import explained, validate
-    from runv.qemu import assets
+    from runv.qemu import assets, podshare
     from runv.qemu.accel import choose
     from runv.sandbox.shares import exports
 
@@ -44,6 +45,9 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     state.guest_memory_mb, state.guest_ram_mb = size.balloon_mb, size.ram_mb
     state.resources = dict((config.get("linux") or {}).get("resources") or {})  # `runv update` starts here
     plan = explained(config, mounts.plan, config, bundle.path)
+    state.pod = is_pod_sandbox(state.annotations or {})
+    if state.pod:  # the pod's next containers come through the pod share
+        plan.guest_dirs.append((podshare.TAG, podshare.GUEST_DIR))
     # Built before the VM starts: a config too big for one frame fails here.
     create = explained(config, create_payload, config, plan.mounts, plan.guest_dirs)
     a = assets.require()
@@ -61,6 +65,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
         from runv.sandbox import mountpoints
         mountpoints.make(bundle.rootfs, config.get("mounts") or [])
     shares = exports(P.SHARE_ROOT_TAG, bundle.rootfs, root_ro, plan.binds)
+    if state.pod:
+        shares.append(Share(podshare.TAG, "", pod=True))
     nics = _join_network(state, fresh_netns, sd)
     state.taps = {nic.tap: nic.ifname for nic in nics}
     sd.write(state)
@@ -143,23 +149,12 @@ def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:
     return qemu_vm.launch(machine, P.PORT_NAME, sd.path)
 
 
-# How the CRI runtimes mark a pod's pause container (containerd, CRI-O).
-POD_SANDBOX_ANNOTATIONS = {"io.kubernetes.cri.container-type": "sandbox",
-                           "io.kubernetes.cri-o.ContainerType": "sandbox"}
-
-
-def is_pod_sandbox(annotations: dict[str, str]) -> bool:
-    return any(annotations.get(k) == v for k, v in POD_SANDBOX_ANNOTATIONS.items())
-
-
 def _join_network(state: State, fresh_netns: bool, sd: StateDir) -> list[Any]:
     """The NICs of the container's own network namespace, each joined to a tap."""
     if not state.netns:
         return []  # the host's network: the VM gets no NIC (a VM cannot share it)
     if fresh_netns and not state.hooks:
         return []  # a namespace we just made, that no hook could fill: only lo
-    if is_pod_sandbox(state.annotations or {}):
-        return []  # the pause container only holds the pod's namespaces: its app container takes the NIC
     from runv.host import network
 
     if state.netns_path:

@@ -17,7 +17,9 @@ from runv.sandbox.client import SOCKET
 from runv.sandbox.sandbox import Sandbox
 from runv.status import Status
 
-OPS = ("start", "kill", "ps", "pause", "resume", "exec", "update")
+OPS = ("start", "kill", "ps", "pause", "resume", "exec", "update", "create")
+WITH_FDS = ("exec", "create")
+MAX_FDS = 253  # SCM_MAX_FD: a pod's container brings its stdio, its rootfs and each bind source
 
 
 def _is_int(v: Any) -> TypeGuard[int]:
@@ -41,7 +43,7 @@ class Control:
         try:
             data = b""
             while not data.endswith(b"\n"):
-                chunk, more_fds, _, _ = socket.recv_fds(conn, 65536, 8)
+                chunk, more_fds, _, _ = socket.recv_fds(conn, 65536, MAX_FDS)
                 fds += more_fds
                 if not chunk:
                     break
@@ -87,35 +89,63 @@ def handle(sb: Sandbox, conn: socket.socket, req: dict[str, Any], fds: list[int]
         refuse(errors.AgentError(why))
 
     status = Status(sb.state.status)
-    if op != "exec" or sb.exit_code is not None or status is Status.PAUSED:
+    if op not in WITH_FDS or sb.exit_code is not None or status is Status.PAUSED:
         for fd in fds:
             os.close(fd)
+        fds = []
     try:
         if sb.exit_code is not None and op in OPS:
             refuse(errors.InvalidState("container not running"))
-        elif status is Status.PAUSED and op in ("start", "ps", "exec"):
+        elif status is Status.PAUSED and op in ("start", "ps", "exec", "create"):
             refuse(errors.InvalidState(f"container {sb.state.id} is paused"))
-        elif op == "start":
-            sb.start(answer, fail)
-        elif op == "exec":
-            sb.exec(req["process"], req.get("stdio", []), fds, answer, fail)
-        elif op == "kill":
-            signo, stream = req.get("signal"), req.get("stream", 1)
-            if not (_is_int(signo) and 1 <= signo <= 64 and _is_int(stream) and 1 <= stream < 2**32):
-                refuse(errors.InvalidArgument(f"invalid signal {signo!r}"))
-                return
-            sb.kill(signo, bool(req.get("all")), stream, answer, fail)
-        elif op == "ps":
-            sb.ps(answer, fail)
-        elif op == "update":
-            change = req.get("resources")
-            if not isinstance(change, dict):
-                refuse(errors.InvalidArgument("bad update request: resources must be an object"))
-                return
-            sb.update(change, answer, fail)
-        elif op in ("pause", "resume"):
-            answer(sb.pause(op == "pause"))
+        elif op == "create":
+            from runv.sandbox import pod
+
+            pod.create(sb, _text(req.get("container")), conn, req.get("stdio", []), fds, answer, fail)
         else:
-            refuse(RunvError(f"unknown request {op!r}"))
+            _container_op(sb, op, req, fds, answer, refuse, fail)
     except (KeyError, TypeError, ValueError, P.ProtocolError) as e:
         refuse(RunvError(f"bad {op} request: {e}"))
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not a container id")
+    return v
+
+
+def _container_op(sb: Sandbox, op: Any, req: dict[str, Any], fds: list[int], answer: Any, refuse: Any,
+                  fail: Any) -> None:
+    """An op on a container of the sandbox: its own, or (`container`) one of its pod's."""
+    try:
+        c = sb.guest(req.get("container") and _text(req["container"]))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    if op == "start":
+        sb.start(c, answer, fail)
+    elif op == "exec":
+        sb.exec(c, req["process"], req.get("stdio", []), fds, answer, fail)
+    elif op == "kill":
+        signo, stream = req.get("signal"), req.get("stream", c.stream)
+        if not (_is_int(signo) and 1 <= signo <= 64 and _is_int(stream) and 1 <= stream < 2**32):
+            refuse(errors.InvalidArgument(f"invalid signal {signo!r}"))
+            return
+        sb.kill(signo, bool(req.get("all")), stream, answer, fail)
+    elif op == "ps":
+        sb.ps(c, answer, fail)
+    elif op == "update":
+        change = req.get("resources")
+        if not isinstance(change, dict):
+            refuse(errors.InvalidArgument("bad update request: resources must be an object"))
+            return
+        sb.update(c, change, answer, fail)
+    elif op in ("pause", "resume"):
+        if c is not sb.own:
+            refuse(errors.InvalidArgument(f"cannot {op} container {c.state.id}: it is one of a pod's "
+                                          f"containers; {op} the pod's container {sb.state.id}"))
+            return
+        answer(sb.pause(op == "pause"))
+    else:
+        refuse(RunvError(f"unknown request {op!r}"))

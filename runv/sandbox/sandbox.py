@@ -1,10 +1,11 @@
 """A Sandbox: one VM, its agent link, the stdio relays of the processes in it,
-and the container it holds, run by the shim's event loop until the VM is down.
+and the containers it holds, run by the shim's event loop until the VM is down.
 
-It is the only code in the shim that changes the container's status, and it
-does so only through State.move (runv.status.TRANSITIONS). Today a sandbox
-holds one container, whose init is stream 1; the agent's streams and the
-control requests already name a process by its stream, not by its container.
+A sandbox holds its own container, whose init is stream 1, and for a pod the
+pod's next containers, each created on a stream of its own (runv.sandbox.pod)
+and each with its own state dir. It is the only code in the shim that changes
+a container's status, and it does so only through State.move
+(runv.status.TRANSITIONS).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import selectors
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from runv import errors, log
@@ -37,11 +39,24 @@ Answer = Callable[..., None]      # answer(reply: dict, close: bool = True)
 Fail = Callable[[str], None]
 
 
+@dataclass
+class Guest:
+    """A container in the sandbox's VM: its state dir and state, its init's stream.
+    A pod's next container also has `ended`, which tells its light shim
+    (runv.member) the exit status, and its files on the pod share."""
+    sd: StateDir
+    state: State
+    stream: int
+    ended: Callable[[int], None] | None = None
+
+
 class Sandbox:
     def __init__(self, sd: StateDir, state: State, vm: VM, decoder: P.Decoder | None = None) -> None:
         self.sd = sd
         self.state = state
         self.vm = vm
+        self.own = Guest(sd, state, INIT)
+        self.members: dict[int, Guest] = {}  # a pod's next containers, by their init's stream
         self.loop = Loop()
         self.link = Link(vm.agent, self.loop.watch, self._on_frame, self._on_cut, REQUEST_TIMEOUT, decoder)
         self.relays: dict[int, Relay] = {}
@@ -98,6 +113,11 @@ class Sandbox:
         relay = self.relays.get(stream)
         if relay:
             relay.finish()
+        if stream in self.members:
+            m = self.members[stream]
+            if Status(m.state.status) is not Status.STOPPED:
+                self.move(m, Status.STOPPED, code)
+            self.waiters[stream] = lambda code: self._member_ended(m, code)  # once its output is out
         if stream != INIT:
             def done() -> None:
                 if relay:
@@ -113,9 +133,32 @@ class Sandbox:
         if self.exit_code is not None:
             return  # the VM is being stopped already (a SIGKILL while paused)
         self.exit_code = code
-        self._move(Status.STOPPED, code)
+        self.move(self.own, Status.STOPPED, code)
         self.link.send(Msg.SHUTDOWN)
         self.shutdown_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+
+    def _member_ended(self, m: Guest, code: int) -> None:
+        """A pod's next container is over: its light shim learns the status, its files go."""
+        if Status(m.state.status) is not Status.STOPPED:
+            self.move(m, Status.STOPPED, code)
+        if m.ended:
+            m.ended(code)
+            m.ended = None
+        from runv.sandbox import pod
+
+        pod.forget(self, m)
+
+    def member(self, container_id: str) -> Guest | None:
+        return next((m for m in self.members.values() if m.state.id == container_id), None)
+
+    def guest(self, container_id: str | None) -> Guest:
+        """The container a request names: this sandbox's own, or one of its pod's."""
+        if not container_id or container_id == self.state.id:
+            return self.own
+        m = self.member(container_id)
+        if m is None:
+            raise errors.NotFound(f"container {container_id} is not in this sandbox")
+        return m
 
     # --- what the control socket asks -------------------------------------------------
 
@@ -127,27 +170,27 @@ class Sandbox:
                 answer(on_ok(f))
         return cb
 
-    def start(self, answer: Answer, fail: Fail) -> None:
-        status = Status(self.state.status)
+    def start(self, c: Guest, answer: Answer, fail: Fail) -> None:
+        status = Status(c.state.status)
         if not status.can_start():
             answer(errors.to_wire(errors.InvalidState(
-                f"cannot start container {self.state.id} in {status.value} state")))
+                f"cannot start container {c.state.id} in {status.value} state")))
             return
         try:
-            self._hook("startContainer")
+            self.hook(c, "startContainer")
         except RunvError as e:
             answer(errors.to_wire(e))
             return
 
         def started(f: P.Frame) -> dict[str, Any]:
-            if self.state.status == Status.CREATED:  # not if the init exited meanwhile
-                self._move(Status.RUNNING)
-            self._hook("poststart", fatal=False)
+            if c.state.status == Status.CREATED:  # not if the init exited meanwhile
+                self.move(c, Status.RUNNING)
+            self.hook(c, "poststart", fatal=False)
             return {"ok": True}
-        self.link.request(Msg.START, INIT, b"", self._agent_reply(answer, started), fail)
+        self.link.request(Msg.START, c.stream, b"", self._agent_reply(answer, started), fail)
 
-    def ps(self, answer: Answer, fail: Fail) -> None:
-        self.link.request(Msg.PS, INIT, b"", self._agent_reply(
+    def ps(self, c: Guest, answer: Answer, fail: Fail) -> None:
+        self.link.request(Msg.PS, c.stream, b"", self._agent_reply(
             answer, lambda f: {"pids": P.parse_u32_list(f.payload)}), fail)
 
     def kill(self, signo: int, all_: bool, stream: int, answer: Answer, fail: Fail) -> None:
@@ -159,7 +202,7 @@ class Sandbox:
         if not 1 <= signo <= 64:
             answer(errors.to_wire(RunvError(f"invalid signal {signo}")))
             return
-        fatal = signo == signal.SIGKILL and (stream == INIT or all_)
+        fatal = signo == signal.SIGKILL and stream == INIT  # the sandbox's own container
 
         def stop_vm() -> None:
             self._stop_vm(KILLED, "SIGKILL")
@@ -182,16 +225,18 @@ class Sandbox:
         log.debug(f"container {self.state.id}: stopping the VM: {why}")
         if self.exit_code is None:
             self.exit_code = code
-            self._move(Status.STOPPED, code)
+            self.move(self.own, Status.STOPPED, code)
         self.vm.kill()
 
-    def exec(self, process: dict[str, Any], stdio_names: list[str], fds: list[int],
+    def exec(self, c: Guest, process: dict[str, Any], stdio_names: list[str], fds: list[int],
              answer: Answer, fail: Fail) -> None:
-        """Run one more process in the container on a new stream, its stdio on `fds`."""
-        from runv.agent.records import exec_payload
+        """Run one more process in container `c` on a new stream, its stdio on `fds`."""
+        from runv.agent.records import exec_payload, rec_u32
 
         try:
             payload = exec_payload(process)  # checked by `runv exec` too; this shim trusts no client
+            if c is not self.own:
+                payload += rec_u32(P.Tag.CONTAINER, c.stream)
         except Exception:
             for fd in fds:
                 os.close(fd)
@@ -202,8 +247,7 @@ class Sandbox:
             relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
         else:
             relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
-        stream = self.next_stream
-        self.next_stream += 1
+        stream = self.new_stream()
 
         def failed(why: str) -> None:
             relay.close()
@@ -226,6 +270,11 @@ class Sandbox:
             answer({"ok": True, "pid": pid, "stream": stream}, close=False)
         request = self.link.request(Msg.EXEC, stream, payload, cb, failed)
 
+    def new_stream(self) -> int:
+        stream = self.next_stream
+        self.next_stream += 1
+        return stream
+
     def pause(self, pause: bool) -> dict[str, Any]:
         """Freeze or thaw the whole VM (QMP stop/cont)."""
         from runv.qemu.qmp import QMP
@@ -240,7 +289,7 @@ class Sandbox:
             self.qmp.execute("stop" if pause else "cont")
         except (QemuError, OSError) as e:
             return errors.to_wire(e if isinstance(e, QemuError) else QemuError(str(e)))
-        self._move(to)
+        self.move(self.own, to)
         if not pause:
             for stream, signo, all_ in sorted(self.paused_signals):
                 self.link.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_), lambda f: None)
@@ -250,7 +299,7 @@ class Sandbox:
                 self.paused_update = None
         return {"ok": True}
 
-    def update(self, change: dict[str, Any], answer: Answer, fail: Fail) -> None:
+    def update(self, c: Guest, change: dict[str, Any], answer: Answer, fail: Fail) -> None:
         """`runv update`: new limits for the host cgroup (the VM) and the guest
         cgroup (the container). Checked whole before anything is written; if
         the guest refuses, the host cgroup goes back to what it was. A paused
@@ -259,14 +308,17 @@ class Sandbox:
         from runv.host import cgroups
         from runv.oci import resources
 
-        if Status(self.state.status) not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+        if Status(c.state.status) not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
             answer(errors.to_wire(errors.InvalidState(
-                f"cannot update container {self.state.id} in {self.state.status} state")))
+                f"cannot update container {c.state.id} in {c.state.status} state")))
             return
-        old = self.state.resources or {}
+        old = c.state.resources or {}
         new = resources.merge_update(old, change)
         cgroups.check(new)  # any JSON: one CgroupError, before anything is written
         payload = update_payload(new)
+        if c is not self.own:
+            self._update_member(c, new, payload, answer, fail)
+            return
         floor = max(self.state.guest_memory_mb - resources.GUEST_OVERHEAD_MB, 0) * 2**20
         dirs = [d for d in self.state.cgroup.split(":") if d]
         try:
@@ -281,7 +333,7 @@ class Sandbox:
             if ok:
                 self.state.resources = new
                 self.host_floor = floor
-                self._write_state()
+                self._write_state(self.own)
             else:
                 self._balloon((old.get("memory") or {}).get("limit"))
                 self._restore_host(dirs, old)
@@ -299,6 +351,21 @@ class Sandbox:
             answer({"ok": True})
             return
         self.link.request(Msg.UPDATE, INIT, payload, cb, failed)
+
+    def _update_member(self, c: Guest, new: dict[str, Any], payload: bytes, answer: Answer, fail: Fail) -> None:
+        """A pod's next container: its limits are its guest cgroup's alone (the VM's are the pod's)."""
+        if self.state.status == Status.PAUSED:
+            answer(errors.to_wire(errors.InvalidState(f"the pod of container {c.state.id} is paused")))
+            return
+
+        def cb(f: P.Frame) -> None:
+            if f.type == Msg.ERROR:
+                answer(errors.to_wire(agent_error(f)))
+                return
+            c.state.resources = new
+            self._write_state(c)
+            answer({"ok": True})
+        self.link.request(Msg.UPDATE, c.stream, payload, cb, fail)
 
     def _balloon(self, limit: Any) -> None:
         """The guest's memory follows the limit, within the VM's RAM (the balloon
@@ -340,16 +407,16 @@ class Sandbox:
             if rows and cols:
                 self.link.send(Msg.WINSIZE, INIT, P.winsize_payload(rows, cols))
 
-    def _hook(self, kind: str, fatal: bool = True) -> None:
+    def hook(self, c: Guest, kind: str, fatal: bool = True) -> None:
         from runv.host import hooks
 
-        state = {"ociVersion": "1.0.2", "id": self.state.id, "status": self.state.status,
-                 "pid": self.state.pid, "bundle": self.state.bundle,
-                 "annotations": self.state.annotations}
+        st = c.state
+        state = {"ociVersion": "1.0.2", "id": st.id, "status": st.status, "pid": st.pid,
+                 "bundle": st.bundle, "annotations": st.annotations}
         if fatal:
-            hooks.run(self.state.hooks, kind, state, self.state.bundle)
+            hooks.run(st.hooks, kind, state, st.bundle)
         else:
-            hooks.run_warn(self.state.hooks, kind, state, self.state.bundle)
+            hooks.run_warn(st.hooks, kind, state, st.bundle)
 
     # --- the main loop ------------------------------------------------------------
 
@@ -382,16 +449,18 @@ class Sandbox:
             if not self.link.broken:
                 log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
             self.exit_code = QEMU_DIED
-            self._move(Status.STOPPED, QEMU_DIED)
+            self.move(self.own, Status.STOPPED, QEMU_DIED)
+        for m in list(self.members.values()):  # the pod's VM went with its first container
+            self._member_ended(m, QEMU_DIED)
         return self.exit_code
 
-    def _move(self, to: Status, exit_code: int | None = None) -> None:
-        """The container's status changes only here, and only as runv.status allows."""
-        self.state.move(to, exit_code)
-        self._write_state()
+    def move(self, c: Guest, to: Status, exit_code: int | None = None) -> None:
+        """A container's status changes only here, and only as runv.status allows."""
+        c.state.move(to, exit_code)
+        self._write_state(c)
 
-    def _write_state(self) -> None:
+    def _write_state(self, c: Guest) -> None:
         try:
-            self.sd.write(self.state)
+            c.sd.write(c.state)
         except OSError:
             pass  # deleted under us by `delete --force`

@@ -6,13 +6,13 @@ control socket until the VM is down and exits with the container's status.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 from typing import Any, NoReturn
 
 from runv import errors, faultpoint
 from runv.agent import protocol as P
+from runv.daemon import detach, null_stdio, report
 from runv.errors import RunvError
 from runv.guest_text import printable
 from runv.host import proc
@@ -22,17 +22,12 @@ from runv.sandbox.relay import Relay
 from runv.state import State, StateDir
 from runv.status import Status
 
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN)
-
 
 def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None, sync_fd: int) -> NoReturn:
     """The shim's life, in the forked child of `runv create`."""
     code = 1
     try:
-        os.setsid()
-        for sig in IGNORED_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        _close_fds(keep={sync_fd})
+        detach(keep={sync_fd})
         state.pid = os.getpid()
         state.pid_start = proc.start_time(state.pid)
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -43,12 +38,7 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         namespaces.join_host_namespaces(bundle.config)
         stdio = Relay.for_init(bundle.config, console_socket)
         if console_socket:
-            # The container's stdio is the pty; the engine reads create's own
-            # stdout and stderr until they close, so keep none of them.
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
+            null_stdio()  # the container's stdio is the pty
         from runv.sandbox.boot import boot, leave_network
         from runv.sandbox.control import Control
 
@@ -58,7 +48,7 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         sd.write(state)
         faultpoint.reached("shim.created")
         Control(sandbox, sd.path)
-        _report(sync_fd, {"ok": True, "pid": state.pid})
+        report(sync_fd, {"ok": True, "pid": state.pid})
         signal.signal(signal.SIGWINCH, lambda *_: sandbox.window_changed())
         try:
             code = sandbox.run()
@@ -70,14 +60,14 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
             except OSError:
                 pass  # deleted under us by `delete --force`
     except RunvError as e:
-        _report(sync_fd, errors.to_wire(e))
+        report(sync_fd, errors.to_wire(e))
     except P.ProtocolError as e:
-        _report(sync_fd, errors.to_wire(errors.QemuError(
+        report(sync_fd, errors.to_wire(errors.QemuError(
             f"the guest agent broke the protocol: {printable(str(e))}")))
     except OSError as e:
-        _report(sync_fd, errors.to_wire(RunvError(str(e))))
+        report(sync_fd, errors.to_wire(RunvError(str(e))))
     except BaseException as e:  # noqa: BLE001 - a shim must never die with a traceback
-        _report(sync_fd, _explain(e, bundle.config))
+        report(sync_fd, _explain(e, bundle.config))
     os._exit(code)
 
 
@@ -93,24 +83,6 @@ def _explain(e: BaseException, config: Any) -> dict[str, Any]:
     except BaseException:  # noqa: BLE001
         pass
     return errors.to_wire(RunvError(f"internal error: {type(e).__name__}: {e}"))
-
-
-def _report(fd: int, msg: dict[str, Any]) -> None:
-    try:
-        os.write(fd, json.dumps(msg).encode() + b"\n")
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def _close_fds(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def _join_cgroup(config: dict[str, Any], state: State) -> None:

@@ -118,7 +118,6 @@ def test_stop_and_remove_leave_nothing(cri_pods, cri_engine):
     assert cri_engine.engine.leftovers() == []
 
 
-@pytest.mark.xfail(strict=True, reason="one VM per pod is not built yet (issue: Pods)")
 def test_two_containers_of_a_pod_share_localhost(cri_pods):
     pod = cri_pods.run("pair")
     server = cri_pods.start(pod, "server", HTTPD)

@@ -411,7 +411,7 @@ def test_late_exec_reply_kills_the_process(harness):
     h = harness
     h.sandbox.link.receive(raw(Msg.OK, 1, b""))  # the harness's PS
     answers = []
-    h.sandbox.exec({"args": ["sh"], "cwd": "/"}, [], [],
+    h.sandbox.exec(h.sandbox.own, {"args": ["sh"], "cwd": "/"}, [], [],
                    lambda r, close=True: answers.append(r), answers.append)
     h.sandbox.expire(float("inf"))
     assert answers == [f"the guest agent did not answer within {REQUEST_TIMEOUT:.0f} s"]

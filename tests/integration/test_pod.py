@@ -1,0 +1,147 @@
+"""One VM per pod, through the runc CLI as containerd's CRI plugin drives it:
+a pod's first container (annotated as the sandbox) boots the VM; a container
+that joins its network namespace (and names it) is created in that VM."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+SANDBOX = {"io.kubernetes.cri.container-type": "sandbox"}
+
+
+def _pod_config(config: dict) -> None:
+    config["annotations"] = dict(SANDBOX)
+    config["hostname"] = "pod-host"
+    for ns in ("network", "ipc", "uts"):
+        if not any(n["type"] == ns for n in config["linux"]["namespaces"]):
+            config["linux"]["namespaces"].append({"type": ns})
+
+
+def _member_config(sandbox_id: str, sandbox_pid: int, share_pid: bool = False):
+    def edit(config: dict) -> None:
+        config["root"]["readonly"] = False
+        config["annotations"] = {"io.kubernetes.cri.container-type": "container",
+                                 "io.kubernetes.cri.sandbox-id": sandbox_id}
+        config.pop("hostname", None)
+        kept = [n for n in config["linux"]["namespaces"] if n["type"] in ("mount", "pid")]
+        if share_pid:
+            kept = [n for n in kept if n["type"] != "pid"]
+            kept.append({"type": "pid", "path": f"/proc/{sandbox_pid}/ns/pid"})
+        config["linux"]["namespaces"] = kept + [
+            {"type": t, "path": f"/proc/{sandbox_pid}/ns/{n}"}
+            for t, n in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))]
+    return edit
+
+
+@pytest.fixture
+def pod(runv, make_bundle):
+    """A running pod sandbox ("pause": sleeps), deleted afterwards with its members."""
+    bundle = make_bundle(["sleep", "3600"], config_edit=_pod_config)
+    r = runv("run", "-d", "--bundle", bundle, "pause", detached=True)
+    assert r.returncode == 0, r.stderr
+    yield runv.state("pause")["pid"]
+    for cid in [c["id"] for c in json.loads(runv("list", "--format", "json").stdout or b"[]")]:
+        runv("delete", "--force", cid)
+
+
+def qemu_children(pid: int) -> list[int]:
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if b"(qemu-system-" in stat and int(stat.rsplit(b")", 1)[1].split()[1]) == pid:
+            out.append(int(p))
+    return out
+
+
+def test_a_member_runs_in_the_pods_vm(runv, make_bundle, pod):
+    bundle = make_bundle(["sh", "-c", "echo hello from $(hostname); cat /proc/1/comm; exit 3"],
+                         config_edit=_member_config("pause", pod))
+    r = runv("run", "--bundle", bundle, "app")
+    assert r.stdout.decode() == "hello from pod-host\nsh\n", r.stderr
+    assert r.returncode == 3
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "app2", detached=True).returncode == 0
+    assert qemu_children(runv.state("app2")["pid"]) == []  # no VM of its own
+    assert len(qemu_children(pod)) == 1
+
+
+def test_members_share_the_pods_localhost_and_keep_their_own_files(runv, make_bundle, pod):
+    server = make_bundle(["sh", "-c", "mkdir -p /www && echo served > /www/index.html && "
+                                      "exec httpd -f -p 8080 -h /www"],
+                         config_edit=_member_config("pause", pod))
+    r = runv("run", "-d", "--bundle", server, "server", detached=True)
+    assert r.returncode == 0, r.stderr
+    client = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    r = runv("run", "-d", "--bundle", client, "client", detached=True)
+    assert r.returncode == 0, r.stderr
+    r = runv("exec", "client", "sh", "-c",
+             "for i in $(seq 100); do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1")
+    assert (r.returncode, r.stdout) == (0, b"served\n"), r.stderr
+    # each has its own root: the server's file is not in the client's
+    r = runv("exec", "client", "ls", "/www")
+    assert r.returncode != 0
+    # each has its own pid namespace: its init is pid 1
+    r = runv("exec", "client", "cat", "/proc/1/cmdline")
+    assert r.stdout.split(b"\0")[0] == b"sleep"
+    assert runv.state("client")["status"] == "running"
+    assert [p for p in json.loads(runv("ps", "--format", "json", "client").stdout)]
+
+
+def test_a_member_with_the_pods_pid_namespace_sees_the_pause_process(runv, make_bundle, pod):
+    bundle = make_bundle(["sh", "-c", "cat /proc/1/comm"], config_edit=_member_config("pause", pod, share_pid=True))
+    r = runv("run", "--bundle", bundle, "shared")
+    assert (r.returncode, r.stdout) == (0, b"sleep\n"), r.stderr
+
+
+def test_kill_delete_and_the_pods_end(runv, make_bundle, pod):
+    bundle = make_bundle(["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                         config_edit=_member_config("pause", pod))
+    r = runv("create", "--bundle", bundle, "m1", detached=True)
+    assert r.returncode == 0, r.stderr
+    assert runv.state("m1")["status"] == "created"
+    assert runv("start", "m1").returncode == 0
+    assert runv.state("m1")["status"] == "running"
+    assert runv("kill", "m1", "TERM").returncode == 0
+    deadline = time.monotonic() + 60
+    while runv.state("m1")["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert runv("delete", "m1").returncode == 0
+    # a second member, then the pod's end takes it along
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "m2", detached=True).returncode == 0
+    m2 = runv.state("m2")["pid"]
+    assert runv("kill", "pause", "KILL").returncode == 0
+    deadline = time.monotonic() + 60
+    while os.path.exists(f"/proc/{m2}") and open(f"/proc/{m2}/stat").read().split()[2] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert runv.state("m2")["status"] == "stopped"
+
+
+def test_a_member_killed_by_delete_force_goes_from_the_vm(runv, make_bundle, pod):
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "gone", detached=True).returncode == 0
+    assert runv("delete", "--force", "gone").returncode == 0
+    # the pod goes on, and a new member of the same name can come
+    assert runv("run", "-d", "--bundle", bundle, "gone", detached=True).returncode == 0
+    r = runv("exec", "gone", "true")
+    assert r.returncode == 0, r.stderr
+    assert runv.state("pause")["status"] == "running"
+
+
+def test_a_bad_member_is_one_line_and_leaves_nothing(runv, make_bundle, pod):
+    bundle = make_bundle(["/no/such/binary"], config_edit=_member_config("pause", pod))
+    r = runv("create", "--bundle", bundle, "bad", detached=True)
+    assert r.returncode != 0
+    assert r.stderr.decode().count("\n") == 1 and r.stderr.startswith(b"runv: "), r.stderr
+    assert "bad" not in [c["id"] for c in json.loads(runv("list", "--format", "json").stdout or b"[]")]
+    bundle = make_bundle(["true"], config_edit=_member_config("pause", pod))
+    assert runv("run", "--bundle", bundle, "good").returncode == 0
