@@ -21,6 +21,7 @@ GUEST_OVERHEAD_MB = 32  # the guest kernel and agent, on top of the container's 
 MAX_MEMORY_ANNOTATION = "io.github.runv.memory.max"  # bytes: the most `runv update` may give the guest
 MAX_MEMORY_FACTOR = 2  # without the annotation, the VM's RAM is this times what it boots with
 MAX_MEMORY_MB = 1 << 20  # 1 TiB: beyond any -m this runtime would ask QEMU for
+POD_MAX_MEMORY_MB = 1024  # a pod's VM: room for its next containers' limits (the balloon holds what they do not ask)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,15 @@ def balloon_target_mb(limit: Any, max_memory_mb: int) -> int:
     return min(wanted, max_memory_mb)
 
 
-def guest_size(config: dict[str, Any]) -> GuestSize:
+def pod_memory_limit(own: Any, members: list[Any]) -> int:
+    """The memory limit a pod's VM is sized for: its first container's and each
+    next one's (DEFAULT_MEMORY_MB for one without a limit)."""
+    def mb(limit: Any) -> int:
+        return math.ceil(limit / 2**20) if isinstance(limit, int) and limit > 0 else DEFAULT_MEMORY_MB
+    return (mb(own) + sum(mb(m) for m in members)) * 2**20
+
+
+def guest_size(config: dict[str, Any], pod: bool = False) -> GuestSize:
     res = (config.get("linux") or {}).get("resources") or {}
     limit = (res.get("memory") or {}).get("limit")
     memory = DEFAULT_MEMORY_MB
@@ -66,15 +75,15 @@ def guest_size(config: dict[str, Any]) -> GuestSize:
     if isinstance(quota, int) and quota > 0 and isinstance(period, int) and period > 0:
         cpus = max(1, math.ceil(quota / period))
     cpus = min(cpus, os.cpu_count() or 1)
-    return GuestSize(memory, cpus, _max_memory_mb(config, memory))
+    return GuestSize(memory, cpus, _max_memory_mb(config, memory, pod))
 
 
-def _max_memory_mb(config: dict[str, Any], memory: int) -> int:
+def _max_memory_mb(config: dict[str, Any], memory: int, pod: bool) -> int:
     from runv.errors import SpecError
 
     text = (config.get("annotations") or {}).get(MAX_MEMORY_ANNOTATION)
     if text is None:
-        return memory * MAX_MEMORY_FACTOR
+        return max(memory * MAX_MEMORY_FACTOR, POD_MAX_MEMORY_MB if pod else 0)
     if not (isinstance(text, str) and text.isascii() and text.isdigit() and int(text) <= MAX_MEMORY_MB * 2**20):
         raise SpecError(f"annotation {MAX_MEMORY_ANNOTATION}: {str(text)[:40]!r} is not a number of bytes "
                         f"up to {MAX_MEMORY_MB * 2**20}")

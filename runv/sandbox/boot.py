@@ -41,11 +41,11 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     early_validation = bool(state.hooks)
     if early_validation:
         validate(config)
-    size = explained(config, resources.guest_size, config)
+    state.pod = is_pod_sandbox(state.annotations or {})
+    size = explained(config, resources.guest_size, config, state.pod)
     state.guest_memory_mb, state.guest_ram_mb = size.balloon_mb, size.ram_mb
     state.resources = dict((config.get("linux") or {}).get("resources") or {})  # `runv update` starts here
     plan = explained(config, mounts.plan, config, bundle.path)
-    state.pod = is_pod_sandbox(state.annotations or {})
     if state.pod:  # the pod's next containers come through the pod share
         plan.guest_dirs.append((podshare.TAG, podshare.GUEST_DIR))
     # Built before the VM starts: a config too big for one frame fails here.

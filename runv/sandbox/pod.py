@@ -68,6 +68,7 @@ def create(sb: Sandbox, container_id: str, conn: socket.socket, stdio_names: lis
             answer(errors.to_wire(e))
             return
         sb.move(m, Status.CREATED)
+        sb.size_pod()
         _watch_light_shim(sb, m, conn, answer)
         answer({"ok": True, "stream": m.stream}, close=False)
 
@@ -147,6 +148,7 @@ def _watch_light_shim(sb: Sandbox, m: Guest, conn: socket.socket, answer: Answer
             return  # the light shim says nothing after create: ignored
         sb.loop.watch(conn, 0, None)
         m.ended = None
+        m.written = False  # `delete` (which killed it, most likely) removes the state dir
         if Status(m.state.status) is not Status.STOPPED:
             log.debug(f"container {m.state.id}: its light shim is gone: killing it")
             sb.link.request(Msg.SIGNAL, m.stream, P.signal_payload(signal.SIGKILL, True), lambda f: None)

@@ -43,11 +43,13 @@ Fail = Callable[[str], None]
 class Guest:
     """A container in the sandbox's VM: its state dir and state, its init's stream.
     A pod's next container also has `ended`, which tells its light shim
-    (runv.member) the exit status, and its files on the pod share."""
+    (runv.member) the exit status, and its files on the pod share. Once its
+    light shim is gone, its state dir is `delete`'s alone: not `written`."""
     sd: StateDir
     state: State
     stream: int
     ended: Callable[[int], None] | None = None
+    written: bool = True
 
 
 class Sandbox:
@@ -147,6 +149,8 @@ class Sandbox:
         from runv.sandbox import pod
 
         pod.forget(self, m)
+        if not self.vm.exited():
+            self.size_pod()
 
     def member(self, container_id: str) -> Guest | None:
         return next((m for m in self.members.values() if m.state.id == container_id), None)
@@ -367,6 +371,14 @@ class Sandbox:
             answer({"ok": True})
         self.link.request(Msg.UPDATE, c.stream, payload, cb, fail)
 
+    def size_pod(self) -> None:
+        """A pod's VM holds what its containers' limits add up to (the balloon the rest)."""
+        from runv.oci.resources import pod_memory_limit
+
+        def limit(c: Guest) -> Any:
+            return ((c.state.resources or {}).get("memory") or {}).get("limit")
+        self._balloon(pod_memory_limit(limit(self.own), [limit(m) for m in self.members.values()]))
+
     def _balloon(self, limit: Any) -> None:
         """The guest's memory follows the limit, within the VM's RAM (the balloon
         holds the rest). The host cgroup keeps the most the guest ever had (its
@@ -460,6 +472,8 @@ class Sandbox:
         self._write_state(c)
 
     def _write_state(self, c: Guest) -> None:
+        if not c.written:
+            return
         try:
             c.sd.write(c.state)
         except OSError:

@@ -145,3 +145,86 @@ def test_a_bad_member_is_one_line_and_leaves_nothing(runv, make_bundle, pod):
     assert "bad" not in [c["id"] for c in json.loads(runv("list", "--format", "json").stdout or b"[]")]
     bundle = make_bundle(["true"], config_edit=_member_config("pause", pod))
     assert runv("run", "--bundle", bundle, "good").returncode == 0
+
+
+def _privileged(config: dict) -> None:
+    caps = config["process"].setdefault("capabilities", {})
+    every = ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_MKNOD", "CAP_SYS_CHROOT", "CAP_CHOWN", "CAP_FOWNER"]
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = sorted(set(caps.get(kind) or []) | set(every))
+    config["linux"].pop("seccomp", None)
+    config["linux"]["maskedPaths"] = []
+    config["linux"]["readonlyPaths"] = []
+
+
+def test_a_privileged_member_cannot_reach_the_host_through_the_pod_share(runv, make_bundle, pod, tmp_path):
+    """The pod share holds each member's files alone. The agent holds its only
+    9p channel; if a privileged member could mount it by hand, it would show
+    the members' directories and nothing else of the host, and take no file."""
+    other = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    (tmp_path / "host-secret.txt").write_text("host secret\n")
+    assert runv("run", "-d", "--bundle", other, "other", detached=True).returncode == 0
+
+    def edit(config: dict) -> None:
+        _member_config("pause", pod)(config)
+        _privileged(config)
+    script = ("mkdir -p /mnt/pod; if mount -t 9p -o trans=virtio,version=9p2000.L pod /mnt/pod; then "
+              "echo MOUNTED; ls /mnt/pod; find /mnt/pod -name 'host-secret*'; "
+              "touch /mnt/pod/planted 2>/dev/null && echo PLANTED; mkdir /mnt/pod/99 2>/dev/null && echo MADE; "
+              "umount /mnt/pod; fi; find / -xdev -name 'host-secret*'")
+    r = runv("run", "--bundle", make_bundle(["sh", "-c", script], config_edit=edit), "hunter")
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert "host-secret" not in out and "PLANTED" not in out and "MADE" not in out, out
+    if "MOUNTED" in out:
+        assert all(d.isdigit() for d in out.split("MOUNTED", 1)[1].split()), out
+
+
+def test_a_request_naming_another_pods_container_is_refused(runv, make_bundle, pod):
+    """Only a container's own light shim may ask the pod's shim to create it."""
+    import socket as sk
+
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "victim", detached=True).returncode == 0
+    s = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(os.path.join(runv.root, "pause", "shim.sock"))
+    s.sendall(json.dumps({"op": "create", "container": "victim", "stdio": []}).encode() + b"\n")
+    reply = json.loads(s.makefile("rb").readline())
+    assert "error" in reply and "not one of this pod's" in reply["error"], reply
+    assert runv("exec", "victim", "true").returncode == 0
+
+
+def test_the_pods_shim_killed_stops_its_members_and_delete_cleans_up(runv, make_bundle, pod):
+    import signal
+
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "orphan", detached=True).returncode == 0
+    light = runv.state("orphan")["pid"]
+    os.kill(pod, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while runv.state("orphan")["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert runv.state("pause")["status"] == "stopped"
+    assert not os.path.exists(f"/proc/{light}") or open(f"/proc/{light}/stat").read().split()[2] == "Z"
+    assert runv("delete", "orphan").returncode == 0
+    assert runv("delete", "pause").returncode == 0
+
+
+def test_the_pods_vm_grows_for_a_members_memory_limit(runv, make_bundle, pod):
+    """The pod's VM boots small; a member with a 400 MiB limit gets the memory
+    (the balloon gives it), and its own limit holds inside the guest."""
+    MiB = 2**20
+
+    def edit(config: dict) -> None:
+        _member_config("pause", pod)(config)
+        config["linux"]["resources"] = {"memory": {"limit": 400 * MiB}}
+        config["mounts"].append({"destination": "/big", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["size=600m"]})
+    script = ("until [ $(awk '/MemTotal/ {print $2}' /proc/meminfo) -gt 450000 ]; do sleep 0.1; done; "
+              "dd if=/dev/zero of=/big/f bs=1M count=300 2>/dev/null && du -m /big/f; "
+              "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max")
+    r = runv("run", "--bundle", make_bundle(["sh", "-c", script], config_edit=edit), "big", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [b"300", b"/big/f", str(400 * MiB).encode()], r.stdout
