@@ -1,15 +1,14 @@
 """Kubernetes' CRI with runv as the RuntimeClass handler: containerd 1.6's CRI
 plugin, its runc.v2 shim with BinaryName = runv, a CNI bridge (see cri.py).
 
-What a pod is today: the pause container and each app container are each a
-container of their own to runv, so each gets a VM. The pause container's VM
-does not take the pod's NIC (it only holds the pod's namespaces), so the pod's
-first app container can; a second app container of the same pod is refused
-(one NIC cannot serve two VMs): one VM per pod is the next step.
+One VM per pod: the pause container boots the pod's VM and takes its NIC; the
+app containers are created in that VM (runv.member, runv.sandbox.pod), each
+with a light shim as its pid on the host.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 import time
@@ -118,7 +117,28 @@ def test_stop_and_remove_leave_nothing(cri_pods, cri_engine):
     assert cri_engine.engine.leftovers() == []
 
 
-def test_two_containers_of_a_pod_share_localhost(cri_pods):
+def qemus_of(root: str) -> dict[str, int]:
+    """Container id -> how many QEMUs its pid (a runv shim) runs, for the runtime's --root."""
+    out = {}
+    for cid in os.listdir(root):
+        with open(os.path.join(root, cid, "state.json")) as f:
+            pid = json.load(f)["pid"]
+        out[cid] = sum(1 for p in filter(str.isdigit, os.listdir("/proc"))
+                       if _stat(p).startswith("qemu-system-") and _stat(p).split()[-1] == str(pid))
+    return out
+
+
+def _stat(pid: str) -> str:
+    """"comm ppid" of a process ("" if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat[stat.index("(") + 1:stat.rindex(")")] + " " + stat.rsplit(")", 1)[1].split()[1]
+
+
+def test_two_containers_of_a_pod_share_localhost_in_one_vm(cri_pods, cri_engine):
     pod = cri_pods.run("pair")
     server = cri_pods.start(pod, "server", HTTPD)
     wait_running(cri_pods.client, server)
@@ -126,6 +146,8 @@ def test_two_containers_of_a_pod_share_localhost(cri_pods):
     wait_running(cri_pods.client, client)
     r = cri_pods.client.exec_sync(client, ["wget", "-qO-", "http://127.0.0.1:8080/"])
     assert (r.exit_code, r.stdout) == (0, "page-of-pair\n")
+    vms = qemus_of(cri_engine.engine.runtime_root(CRI_HANDLER))
+    assert vms == {pod.id: 1, server: 0, client: 0}, vms
 
 
 def test_time_to_a_running_pod_runv_and_runc(cri_pods):
