@@ -17,7 +17,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from runv import errors
+from runv import errors, faultpoint
 from runv.daemon import detach, null_stdio, report
 from runv.host import proc
 from runv.state import State, StateDir, list_ids
@@ -103,6 +103,7 @@ def _ask_create(sd: StateDir, state: State, bundle: Bundle, console_socket: str 
         socket.send_fds(conn, [msg], fds + trees)
     except OSError as e:
         raise errors.InvalidState(f"the pod's shim does not answer: {e.strerror}") from None
+    faultpoint.reached("member.sent")
     for fd in trees + (fds if console_socket else []):
         os.close(fd)
     null_stdio()  # the pod's shim holds the container's stdio now

@@ -75,9 +75,10 @@ def add(qemu_pid: int, stream: int, entries: list[Entry]) -> None:
 def remove(qemu_pid: int, stream: int) -> None:
     """Detach whatever is bound in the container's directory, then remove it."""
     def work() -> None:
-        sc.setns(f"/proc/{qemu_pid}/ns/mnt", sc.CLONE_NEWNS)
         top = f"{JAIL_DIR}/{stream}"
-        for point in sorted(_mount_points_below(top), key=len, reverse=True):
+        points = _mount_points_below(qemu_pid, top)  # the jail has no /proc of its own
+        sc.setns(f"/proc/{qemu_pid}/ns/mnt", sc.CLONE_NEWNS)
+        for point in sorted(points, key=len, reverse=True):
             sc.umount2(point, sc.MNT_DETACH)
         with _writable():
             _remove_tree(top)
@@ -112,8 +113,9 @@ def _mount_point(top: int, path: str, directory: bool) -> int:
     return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
 
 
-def _mount_points_below(top: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
+def _mount_points_below(qemu_pid: int, top: str) -> list[str]:
+    """QEMU's mount points below `top`, as paths in its jail."""
+    with open(f"/proc/{qemu_pid}/mountinfo") as f:
         points = [line.split()[4] for line in f]
     return [p for p in points if p.startswith(top + "/")]
 

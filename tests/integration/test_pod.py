@@ -126,10 +126,25 @@ def test_kill_delete_and_the_pods_end(runv, make_bundle, pod):
     assert runv.state("m2")["status"] == "stopped"
 
 
+def pod_share_entries(runv) -> list[str]:
+    """The pod share as QEMU sees it, in its jail: one directory per member."""
+    qemu = qemu_children(runv.state("pause")["pid"])[0]
+    return sorted(os.listdir(f"/proc/{qemu}/root/shares/pod"))
+
+
+def wait_for(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_a_member_killed_by_delete_force_goes_from_the_vm(runv, make_bundle, pod):
     bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
     assert runv("run", "-d", "--bundle", bundle, "gone", detached=True).returncode == 0
+    assert len(pod_share_entries(runv)) == 1
     assert runv("delete", "--force", "gone").returncode == 0
+    wait_for(lambda: pod_share_entries(runv) == [])
     # the pod goes on, and a new member of the same name can come
     assert runv("run", "-d", "--bundle", bundle, "gone", detached=True).returncode == 0
     r = runv("exec", "gone", "true")
@@ -228,3 +243,28 @@ def test_the_pods_vm_grows_for_a_members_memory_limit(runv, make_bundle, pod):
     r = runv("run", "--bundle", make_bundle(["sh", "-c", script], config_edit=edit), "big", timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [b"300", b"/big/f", str(400 * MiB).encode()], r.stdout
+
+
+def test_a_light_shim_killed_while_its_container_is_made(runv, make_bundle, pod, tmp_path):
+    """SIGKILL of the light shim right after it asked for its container: create
+    fails, delete --force cleans up, and the pod keeps nothing of it."""
+    import signal
+    import subprocess
+
+    report = str(tmp_path / "paused")
+    env = {**runv.env, "RUNV_TEST_PAUSE_AT": "member.sent", "RUNV_TEST_PAUSE_FILE": report}
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    runv.env = env
+    cli = runv.popen("create", "--bundle", bundle, "victim", stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: os.path.exists(report) and open(report).read().endswith("\n"))
+    light = int(open(report).read().split()[0])
+    wait_for(lambda: open(f"/proc/{light}/stat").read().rsplit(")", 1)[1].split()[0] == "T")
+    os.kill(light, signal.SIGKILL)
+    _, err = cli.communicate(timeout=120)
+    assert cli.returncode != 0 and err.startswith(b"runv: "), err
+    runv.env = {k: v for k, v in env.items() if not k.startswith("RUNV_TEST_")}
+    runv("delete", "--force", "victim")
+    assert "victim" not in runv("list").stdout.decode()
+    wait_for(lambda: pod_share_entries(runv) == [])
+    assert runv("exec", "pause", "true").returncode == 0
