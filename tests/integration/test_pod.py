@@ -268,3 +268,20 @@ def test_a_light_shim_killed_while_its_container_is_made(runv, make_bundle, pod,
     assert "victim" not in runv("list").stdout.decode()
     wait_for(lambda: pod_share_entries(runv) == [])
     assert runv("exec", "pause", "true").returncode == 0
+
+
+def test_update_a_member_and_pause_the_pod_not_a_member(runv, make_bundle, pod):
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "limited", detached=True).returncode == 0
+    r = runv("update", "--memory", "64m", "--pids-limit", "20", "limited")
+    assert r.returncode == 0, r.stderr
+    r = runv("exec", "limited", "sh", "-c", "d=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); "
+                                            "cat $d/memory.max $d/pids.max")
+    assert r.stdout.split() == [str(64 * 2**20).encode(), b"20"], (r.stdout, r.stderr)
+    r = runv("pause", "limited")
+    assert r.returncode != 0 and "pause the pod's container pause" in r.stderr.decode(), r.stderr
+    assert r.stderr.decode().count("\n") == 1
+    assert runv("pause", "pause").returncode == 0
+    assert runv.state("limited")["status"] == "running"  # the member's own status is its own
+    assert runv("resume", "pause").returncode == 0
+    assert runv("exec", "limited", "true").returncode == 0
