@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
 def stats(c: Container) -> dict[str, Any]:
     import os
 
+    from runv.container import Container
+
     pid = c.state.qemu_pid
+    if c.state.sandbox:  # a pod's next container: its pod's VM is what it costs the host
+        pid = Container.load(c.dir.root, c.state.sandbox).state.qemu_pid
     ticks = os.sysconf("SC_CLK_TCK")
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

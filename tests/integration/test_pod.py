@@ -285,3 +285,12 @@ def test_update_a_member_and_pause_the_pod_not_a_member(runv, make_bundle, pod):
     assert runv.state("limited")["status"] == "running"  # the member's own status is its own
     assert runv("resume", "pause").returncode == 0
     assert runv("exec", "limited", "true").returncode == 0
+
+
+def test_events_stats_of_a_member(runv, make_bundle, pod):
+    bundle = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", bundle, "counted", detached=True).returncode == 0
+    r = runv("events", "--stats", "counted")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)["data"]
+    assert data["pids"]["current"] == 1 and data["memory"]["usage"]["usage"] > 0, data
