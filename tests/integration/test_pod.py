@@ -294,3 +294,37 @@ def test_events_stats_of_a_member(runv, make_bundle, pod):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)["data"]
     assert data["pids"]["current"] == 1 and data["memory"]["usage"]["usage"] > 0, data
+
+
+def test_a_member_with_a_terminal(runv, make_bundle, pod, tmp_path):
+    """`tty: true` in a pod: the pty from --console-socket is the member's terminal."""
+    import socket
+    import subprocess
+
+    bundle = make_bundle(["sh", "-c", "tty; read line; echo got $line; exit 6"], terminal=True,
+                         config_edit=_member_config("pause", pod))
+    path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(1)
+        create = runv.popen("create", "--bundle", bundle, "--console-socket", path, "tty2",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        conn, _ = server.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+    master = fds[0]
+    out, err = create.communicate(timeout=120)  # create's own stdio closes
+    assert create.returncode == 0, err
+    assert runv("start", "tty2").returncode == 0
+    os.write(master, b"hello\n")
+    data = b""
+    deadline = time.monotonic() + 60
+    while b"got hello" not in data and time.monotonic() < deadline:
+        try:
+            data += os.read(master, 4096)
+        except OSError:
+            break
+    os.close(master)
+    assert b"/dev/pts/0" in data and b"got hello" in data, data
+    wait_for(lambda: runv.state("tty2")["status"] == "stopped")
+    assert runv.state("tty2").get("status") == "stopped"
