@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -154,6 +155,7 @@ static int find_mac(const uint8_t *mac, char *name, struct error *e)
 /* What NETIF says about the NIC itself. */
 struct nic {
     const uint8_t *mac; /* NULL: find it by name */
+    const uint8_t *probe_mac; /* NULL: none (a VM restored from a template: its NIC has this one) */
     char want[IF_NAMESIZE]; /* the name to give it ("": keep its own) */
     uint32_t mtu;     /* 0: keep */
 };
@@ -167,6 +169,8 @@ static void read_nic(const uint8_t *p, size_t len, struct nic *nic)
     while (rec_next(&it, &tag, &v, &rl) > 0) {
         if (tag == TAG_NET_MAC && rl >= 6)
             nic->mac = v;
+        else if (tag == TAG_NET_PROBE_MAC && rl >= 6)
+            nic->probe_mac = v;
         else if (tag == TAG_NET_MTU && rl >= 4)
             nic->mtu = get_u32(v);
         else if (tag == TAG_NET_NAME && rl && rl < IF_NAMESIZE)
@@ -178,7 +182,17 @@ static void read_nic(const uint8_t *p, size_t len, struct nic *nic)
 static int set_link(const struct nic *nic, char *name, struct error *e)
 {
     struct ifreq ifr = {0};
-    if (nic->mac) {
+    if (nic->mac && nic->probe_mac && find_mac(nic->mac, name, e) < 0) {
+        /* restored from a template: the NIC has the template's MAC until given its own */
+        if (find_mac(nic->probe_mac, name, e) < 0)
+            return -1;
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+        ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+        memcpy(ifr.ifr_hwaddr.sa_data, nic->mac, 6);
+        if (set_up(name, 0) < 0 || if_ioctl(SIOCSIFHWADDR, &ifr) < 0)
+            return err_set(e, errno, "set the MAC of %s", name);
+        memset(&ifr, 0, sizeof ifr);
+    } else if (nic->mac) {
         if (find_mac(nic->mac, name, e) < 0)
             return -1;
     } else if (*nic->want) {

@@ -88,6 +88,8 @@ enum runv_tag {
     TAG_NET_MAC = 42,       /* NETIF: 6 bytes */
     TAG_NET_MTU = 43,       /* NETIF: u32 */
     TAG_NET_NAME = 44,      /* NETIF: the interface name to give it in the guest */
+    TAG_NET_PROBE_MAC = 45, /* NETIF: 6 bytes: the MAC it may have from its VM's template; found by
+                               that when no NIC has NET_MAC, it is given NET_MAC */
 };
 
 struct runv_header {

@@ -76,6 +76,7 @@ class Tag(enum.IntEnum):
     NET_MAC = 42
     NET_MTU = 43
     NET_NAME = 44
+    NET_PROBE_MAC = 45
 
 
 class ProtocolError(Exception):

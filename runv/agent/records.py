@@ -299,12 +299,15 @@ def member_records(linux: dict[str, Any], root_dir: str) -> bytes:
     return rec_str(Tag.ROOT_DIR, root_dir) + rec_u32(Tag.JOIN_NAMESPACES, join)
 
 
-def netif_records(nic: Nic) -> bytes:
-    """NETIF's records: the guest NIC takes the veth's name, MAC, MTU, addresses and routes."""
+def netif_records(nic: Nic, index: int = 0) -> bytes:
+    """NETIF's records: guest NIC `index` takes the veth's name, MAC, MTU, addresses and routes."""
     import ipaddress
+
+    from runv.qemu.cmdline import probe_mac
 
     out = [rec_str(Tag.NET_NAME, nic.ifname),
            record(Tag.NET_MAC, bytes.fromhex(nic.mac.replace(":", ""))),
+           record(Tag.NET_PROBE_MAC, bytes.fromhex(probe_mac(index).replace(":", ""))),
            rec_u32(Tag.NET_MTU, nic.mtu)]
     for a in nic.addresses:
         out.append(record(Tag.NET_ADDR, struct.pack("<II", a.family, a.prefixlen)

@@ -101,23 +101,32 @@ class Console:
         return ["-chardev", backend, "-serial", "chardev:con"]
 
 
+def probe_mac(index: int) -> str:
+    """The MAC of NIC `index` in a VM template: a guest restored from it has
+    that one until its agent gives the NIC its own (NETIF's NET_PROBE_MAC)."""
+    return f"02:72:75:6e:76:{index:02x}"
+
+
 @dataclass(frozen=True)
 class Tap:
-    """A tap the shim opened (an inherited fd): QEMU needs neither /dev/net/tun nor NET_ADMIN."""
+    """A tap the shim opened (an inherited fd): QEMU needs neither /dev/net/tun nor NET_ADMIN.
+    Without an fd, a NIC on no network (a hub port): a template's, with probe_mac."""
     ifname: str
     mac: str
     index: int
-    fd: int
-    # The guest reads a virtio-net MAC once, at probe: a restored guest would keep the template's.
-    templatable: ClassVar[bool] = False
+    fd: int | None
+    templatable: ClassVar[bool] = True
 
     def shape(self) -> list[Any]:
         return ["tap", self.index]
 
     def args(self) -> list[str]:
         nid = f"net{self.index}"
-        return ["-netdev", f"tap,id={nid},fd={self.fd}",
-                "-device", f"virtio-net-device,netdev={nid},mac={opt(self.mac)}"]
+        backend = f"tap,id={nid},fd={self.fd}" if self.fd is not None else f"hubport,id={nid},hubid={self.index}"
+        return ["-netdev", backend, "-device", f"virtio-net-device,netdev={nid},mac={opt(self.mac)}"]
+
+    def for_template(self) -> Tap:
+        return Tap(self.ifname, probe_mac(self.index), self.index, None)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ On disk, under `$RUNV_CACHE/templates/` (default /var/cache/runv):
     <key>.failed       making it failed (the reason); no retry for FAILED_TTL s
     .<key>.XXXXXX/     a template being made (renamed to <key>/ when complete)
 
-Network devices are not templated (`ensure` returns None): the guest reads a
-virtio-net MAC once, at probe, so a restored guest would keep the template's.
+A NIC is templated on no network (a hub port) with a MAC of its index
+(cmdline.probe_mac): the guest reads a virtio-net MAC once, at probe, so a
+restored guest has that one until its agent gives the NIC the container's
+(NETIF's NET_PROBE_MAC), which virtio-net passes on to QEMU.
 """
 from __future__ import annotations
 
@@ -44,9 +46,9 @@ from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
-from runv.qemu.cmdline import Console, Device, Machine, Qmp, SerialPort, Share
+from runv.qemu.cmdline import Console, Device, Machine, Qmp, SerialPort, Share, Tap
 
-FORMAT = 1               # bump when what a template holds, or how it is made, changes
+FORMAT = 2               # bump when what a template holds, or how it is made, changes
 FAILED_TTL = 3600.0      # seconds before making a failed shape is tried again
 BOOT_TIMEOUT = 60.0      # the template VM's boot to READY
 SAVE_TIMEOUT = 60.0      # writing the migration stream
@@ -108,7 +110,7 @@ def template_key(machine: Machine, port_name: str = P.PORT_NAME) -> str:
 
 
 def supported(machine: Machine) -> bool:
-    """Only devices whose state a template can hold (no NICs) may follow the ones vm.launch adds."""
+    """Only devices whose state a template can hold may follow the ones vm.launch adds (not a probe boot)."""
     return (all(d.templatable for d in machine.devices)
             and "runv.probe" not in machine.kernel_args)
 
@@ -205,9 +207,11 @@ def _make(machine: Machine, port_name: str, base: str, key: str) -> None:
 
 
 def _with_shares(machine: Machine, path: str) -> Machine:
+    """The machine as its template runs it: every share on an empty directory, every NIC on no network."""
     os.makedirs(path, mode=0o755, exist_ok=True)
     return dataclasses.replace(machine, devices=[
-        dataclasses.replace(d, path=path, entry="") if isinstance(d, Share) else d for d in machine.devices])
+        dataclasses.replace(d, path=path, entry="") if isinstance(d, Share)
+        else d.for_template() if isinstance(d, Tap) else d for d in machine.devices])
 
 
 def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def launch(machine: Machine, port_name: str, state_dir: str,
         Console(fd=console_vm.fileno()), SerialPort(port_name, agent_vm.fileno()), Qmp(qmp_vm.fileno()),
         *machine.devices])
     ours = (agent_vm, qmp_vm, console_vm)
-    fds = (*(s.fileno() for s in ours), *(d.fd for d in machine.devices if isinstance(d, Tap)), *extra_fds)
+    taps = (d.fd for d in machine.devices if isinstance(d, Tap) and d.fd is not None)
+    fds = (*(s.fileno() for s in ours), *taps, *extra_fds)
     try:
         root = os.path.join(state_dir, JAIL_DIR)
         os.makedirs(root, 0o700, exist_ok=True)

@@ -99,8 +99,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
             set_balloon(vm, size.balloon_mb)
         from runv.agent.records import netif_records
 
-        for nic in nics:
-            agent.call(Msg.NETIF, 0, netif_records(nic), BOOT_TIMEOUT)
+        for i, nic in enumerate(nics):
+            agent.call(Msg.NETIF, 0, netif_records(nic, i), BOOT_TIMEOUT)
         agent.call(Msg.CREATE, INIT, create, BOOT_TIMEOUT)
         log.debug("container created in the guest")
         hooks.run(state.hooks, "createContainer", hook_state, bundle.path, host_netns)

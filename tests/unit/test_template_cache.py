@@ -55,12 +55,15 @@ def test_key_changes_with_the_kernel_file(files):
     assert template.template_key(m) != before
 
 
-def test_only_shares_are_templated(files, cache):
+def test_shares_and_nics_are_templated(files, cache):
     assert template.supported(machine(files, Share("rootfs", "/x"), Share("b0", "/y")))
     with_nic = machine(files, Share("rootfs", "/x"), Tap("t0", "02:00:00:00:00:01", 0, 9))
-    assert not template.supported(with_nic)
-    assert template.ensure(with_nic) is None
-    assert not os.path.exists(cache)
+    assert template.supported(with_nic)
+    # the NIC's MAC and tap are the container's, not the template's shape
+    other = machine(files, Share("rootfs", "/x"), Tap("t7", "02:00:00:00:00:02", 0, 11))
+    assert template.template_key(with_nic) == template.template_key(other)
+    assert Tap("t0", "02:00:00:00:00:01", 0, 9).for_template().args() == [
+        "-netdev", "hubport,id=net0,hubid=0", "-device", "virtio-net-device,netdev=net0,mac=02:72:75:6e:76:00"]
 
 
 def test_existing_template_is_found_without_booting(files, cache):
