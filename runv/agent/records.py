@@ -191,7 +191,11 @@ def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: lis
     out += [mount_record(m.type, m.source, m.destination, m.options) for m in mounts]
     out += [rec_str(Tag.MASKED_PATH, path) for path in linux.get("maskedPaths") or []]
     out += [rec_str(Tag.READONLY_PATH, path) for path in linux.get("readonlyPaths") or []]
-    for key, value in (linux.get("sysctl") or {}).items():
+    from runv.oci.resources import guest_size
+
+    memory_mb = guest_size(config).memory_mb
+    capped = not _given_limit(linux)
+    for key, value in guest_sysctls(linux, capped).items():
         out.append(record(Tag.SYSCTL, key.encode() + b"\0" + value.encode()))
     for i, dev in enumerate(linux.get("devices") or []):
         numbers = [dev.get("major", 0), dev.get("minor", 0), dev.get("fileMode", 0o666),
@@ -211,15 +215,37 @@ def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: lis
         if program.flags:
             out.append(rec_u32(Tag.SECCOMP_FLAGS, program.flags))
     out += id_map_records(linux)
-    out += [rec_cstrs(Tag.CGROUP, b"", knob, value) for knob, value in guest_cgroup(linux)]
+    out += [rec_cstrs(Tag.CGROUP, b"", knob, value) for knob, value in guest_cgroup(linux, memory_mb)]
     return b"".join(out)
 
 
-def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
+def _given_limit(linux: dict[str, Any]) -> bool:
+    limit = ((linux.get("resources") or {}).get("memory") or {}).get("limit")
+    return isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+
+
+def guest_sysctls(linux: dict[str, Any], capped: bool) -> dict[str, str]:
+    """linux.sysctl as the guest applies it. With no memory limit of its own
+    the container stands for the whole VM, and the cgroup cap runv puts in its
+    place (runv.oci.resources.container_memory_max) is where the VM runs out:
+    vm.panic_on_oom=1 (panic on a system-wide OOM) becomes 2 (on a cgroup's
+    OOM too), or the kernel would kill in the cgroup rather than panic."""
+    out = dict(linux.get("sysctl") or {})
+    for key in ("vm.panic_on_oom", "vm/panic_on_oom"):
+        if capped and isinstance(out.get(key), str) and out[key].strip() == "1":
+            out[key] = "2"
+    return out
+
+
+def guest_cgroup(linux: dict[str, Any], memory_mb: int = 0) -> list[tuple[str, str]]:
     """linux.resources as knobs of the container's cgroup inside the guest
     (cgroup v2): what bounds the container's own processes, where the host
     cgroup (runv.host.cgroups) bounds the whole VM. cpusets and hugetlb stay on the
-    host: the guest has its own CPU numbering and no huge pages."""
+    host: the guest has its own CPU numbering and no huge pages. `memory_mb`:
+    what the guest has (runv.oci.resources.GuestSize.memory_mb), which caps
+    memory.max, with or without a limit; 0 when not known (the limit as given)."""
+    from runv.oci.resources import container_memory_max
+
     res = linux.get("resources") or {}
     mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}
     out = []
@@ -227,8 +253,11 @@ def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(limit, int) and limit:
         out.append(("pids.max", str(limit) if limit > 0 else "max"))
     limit = mem.get("limit")
-    if isinstance(limit, int) and limit:
-        out.append(("memory.max", str(limit) if limit > 0 else "max"))
+    cap = container_memory_max(limit, memory_mb)
+    if cap is not None:
+        out.append(("memory.max", str(cap)))
+    elif isinstance(limit, int) and limit < 0:
+        out.append(("memory.max", "max"))
     low = mem.get("reservation")
     if isinstance(low, int) and low:
         out.append(("memory.low", str(low) if low > 0 else "max"))
@@ -242,9 +271,10 @@ def guest_cgroup(linux: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def update_payload(resources: dict[str, Any]) -> bytes:
-    """UPDATE's payload: the container's guest cgroup knobs for `resources`."""
-    knobs = guest_cgroup({"resources": resources})
+def update_payload(resources: dict[str, Any], memory_mb: int = 0) -> bytes:
+    """UPDATE's payload: the container's guest cgroup knobs for `resources`;
+    `memory_mb` as for guest_cgroup (what the guest has after the update)."""
+    knobs = guest_cgroup({"resources": resources}, memory_mb)
     return _fits(b"".join(rec_cstrs(Tag.CGROUP, b"", knob, value) for knob, value in knobs), "the update")
 
 

@@ -55,6 +55,22 @@ def balloon_target_mb(limit: Any, max_memory_mb: int) -> int:
     return min(wanted, max_memory_mb)
 
 
+def container_memory_max(limit: Any, memory_mb: int) -> int | None:
+    """The container's memory.max in the guest, in bytes: its limit, but never
+    more than the guest has less its own overhead; without a limit, that. None:
+    the guest's memory is not known here (no cap, the limit as it is).
+
+    A guest whose memory runs out as a whole livelocks rather than OOM-kill
+    (TCG, no swap, a 9p rootfs): its kernel keeps trying to reclaim what is not
+    there. A container held below that in its own cgroup meets the cgroup's
+    OOM killer instead, as a runc container meets its limit."""
+    given = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    if memory_mb <= 0:
+        return given
+    cap = max(memory_mb - GUEST_OVERHEAD_MB, 1) * 2**20
+    return cap if given is None else min(given, cap)
+
+
 def pod_memory_limit(own: Any, members: list[Any]) -> int:
     """The memory limit a pod's VM is sized for: its first container's and each
     next one's (DEFAULT_MEMORY_MB for one without a limit)."""
