@@ -143,6 +143,20 @@ class Balloon:
         return ["-device", "virtio-balloon-device"]
 
 
+@dataclass(frozen=True)
+class PanicNotifier:
+    """pvpanic: the guest kernel tells QEMU it panicked, and QEMU exits. The
+    guest's own `panic=-1` does as much, but a container's config may set
+    kernel.panic=0, which would leave a panicked guest spinning for ever."""
+    templatable: ClassVar[bool] = True
+
+    def shape(self) -> list[Any]:
+        return ["pvpanic"]
+
+    def args(self) -> list[str]:
+        return ["-device", "pvpanic", "-action", "panic=exit-failure"]
+
+
 @dataclass
 class Machine:
     qemu: str
@@ -154,6 +168,11 @@ class Machine:
     kernel_args: str = KERNEL_ARGS
     devices: list[Device] = field(default_factory=list)
     sandbox: bool = True
+
+    def __post_init__(self) -> None:
+        # Every VM has one (and so every template's shape names it).
+        if not any(isinstance(d, PanicNotifier) for d in self.devices):
+            self.devices = [*self.devices, PanicNotifier()]
 
     def argv(self) -> list[str]:
         cpu = "host" if self.accel == "kvm" else "max"

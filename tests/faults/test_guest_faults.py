@@ -68,6 +68,23 @@ def test_memory_exhausted_ends_on_its_own(panic, annotations, limit, runv, make_
     assert leaks(before, markers=[cid, runv.root]) == []
 
 
+def test_a_panic_ends_the_vm_even_if_the_config_says_hang(runv, make_bundle):
+    """kernel.panic=0 would leave a panicked guest spinning, its container
+    running for ever; the guest tells QEMU (pvpanic), which exits: 255."""
+    before = host_snapshot()
+    values = {"vm.overcommit_memory": "1", "vm.panic_on_oom": "1", "kernel.panic": "0"}
+    bundle = make_bundle(EAT_MEMORY, config_edit=sysctl(values))
+    runv("run", "-d", "--bundle", bundle, "panic0", check=True, detached=True)
+    try:
+        wait_stopped(runv, "panic0")
+        assert exit_code(runv, "panic0") == 255
+        with open(f"{runv.root}/panic0/console.log", errors="replace") as f:
+            assert "Kernel panic" in f.read()
+    finally:
+        runv("delete", "--force", "panic0")
+    assert leaks(before, markers=["panic0", runv.root]) == []
+
+
 def test_memory_exhausted_is_killed(runv, make_bundle):
     """A guest with no memory left still stops on SIGKILL (the shim stops the VM
     when the agent cannot deliver it in time), and delete removes it all."""

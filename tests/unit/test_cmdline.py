@@ -23,6 +23,7 @@ def test_machine_argv(monkeypatch):
         "-fsdev", "local,id=fs-rootfs,path=/b/rootfs,security_model=none,multidevs=remap,readonly=on",
         "-device", "virtio-9p-device,fsdev=fs-rootfs,mount_tag=rootfs",
         "-device", "virtio-balloon-device",
+        "-device", "pvpanic", "-action", "panic=exit-failure",  # every machine has it
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]
 
@@ -64,3 +65,14 @@ def test_kernel_initrd_and_append_are_literal(monkeypatch):
     assert argv[argv.index("-kernel") + 1] == "/a,b/k"
     assert argv[argv.index("-initrd") + 1] == "/a,b/i"
     assert argv[argv.index("-append") + 1] == "x=1,2"
+
+
+def test_every_machine_has_one_panic_notifier():
+    import dataclasses
+
+    from runv.qemu.cmdline import PanicNotifier
+
+    m = Machine("q", "k", "i", devices=[Balloon()])
+    again = dataclasses.replace(m, devices=[Console("c"), *m.devices])
+    assert [type(d) for d in again.devices] == [Console, Balloon, PanicNotifier]
+    assert Machine("q", "k", "i").argv().count("pvpanic") == 1
