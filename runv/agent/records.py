@@ -75,8 +75,11 @@ def exec_payload(process: dict[str, Any]) -> bytes:
 
 def create_payload(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]],
                    extra: bytes = b"") -> bytes:
-    """CREATE's payload: the config's records (and `extra`), refused if they do not fit one frame."""
-    return _fits(create_records(config, mounts, shares) + extra, "the container's config")
+    """CREATE's payload: the config's records (and `extra`), refused if they do not fit one frame.
+    A pod's next container (`extra`: its member records) runs in a VM its own
+    config did not size: its memory is not capped (that would take a cgroup
+    over all of the pod's)."""
+    return _fits(create_records(config, mounts, shares, 0 if extra else None) + extra, "the container's config")
 
 
 def _fits(payload: bytes, what: str) -> bytes:
@@ -176,9 +179,12 @@ def rlimit_number(name: str) -> int:
     return RLIMITS.index(short)
 
 
-def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]]) -> bytes:
+def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: list[tuple[str, str]],
+                   memory_mb: int | None = None) -> bytes:
     """CREATE's records. `mounts` have their host paths already rewritten to
-    guest shares (runv.oci.mounts); `shares` are (9p tag, guest dir) pairs."""
+    guest shares (runv.oci.mounts); `shares` are (9p tag, guest dir) pairs.
+    `memory_mb`: what the guest has, as guest_cgroup takes it; None: what the
+    config sizes it to (runv.oci.resources.guest_size)."""
     linux = config.get("linux") or {}
     out = [process_records(config["process"])]
     if config.get("hostname"):
@@ -191,10 +197,11 @@ def create_records(config: dict[str, Any], mounts: list[GuestMount], shares: lis
     out += [mount_record(m.type, m.source, m.destination, m.options) for m in mounts]
     out += [rec_str(Tag.MASKED_PATH, path) for path in linux.get("maskedPaths") or []]
     out += [rec_str(Tag.READONLY_PATH, path) for path in linux.get("readonlyPaths") or []]
-    from runv.oci.resources import guest_size
+    if memory_mb is None:
+        from runv.oci.resources import guest_size
 
-    memory_mb = guest_size(config).memory_mb
-    capped = not _given_limit(linux)
+        memory_mb = guest_size(config).memory_mb
+    capped = memory_mb > 0 and not _given_limit(linux)
     for key, value in guest_sysctls(linux, capped).items():
         out.append(record(Tag.SYSCTL, key.encode() + b"\0" + value.encode()))
     for i, dev in enumerate(linux.get("devices") or []):

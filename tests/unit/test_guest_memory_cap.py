@@ -64,3 +64,15 @@ def test_panic_on_oom_panics_at_the_cap():
     assert guest_sysctls({"sysctl": {"vm/panic_on_oom": "1 "}}, True) == {"vm/panic_on_oom": "2"}
     assert guest_sysctls({"sysctl": {"vm.panic_on_oom": "0"}}, True) == {"vm.panic_on_oom": "0"}
     assert guest_sysctls({"sysctl": {"vm.panic_on_oom": "2"}}, False) == {"vm.panic_on_oom": "2"}
+
+
+def test_a_pods_next_container_is_not_capped_by_its_own_size():
+    """Its VM is the pod's, sized by the first container: its own config says nothing of it."""
+    from runv.agent.records import create_payload, member_records
+
+    config = default_config()
+    config["linux"]["sysctl"] = {"vm.panic_on_oom": "1"}
+    payload = create_payload(config, [], [], member_records(config["linux"], "/run/pod/2/rootfs"))
+    assert b"memory.max" not in knobs(payload)
+    assert sysctls(payload)[b"vm.panic_on_oom"] == b"1"
+    assert b"memory.max" in knobs(create_payload(config, [], []))
