@@ -319,10 +319,10 @@ class Sandbox:
         old = c.state.resources or {}
         new = resources.merge_update(old, change)
         cgroups.check(new)  # any JSON: one CgroupError, before anything is written
-        payload = update_payload(new)
-        if c is not self.own:
-            self._update_member(c, new, payload, answer, fail)
+        if c is not self.own:  # not capped: a pod's next container's VM is the pod's
+            self._update_member(c, new, update_payload(new), answer, fail)
             return
+        payload = update_payload(new, self._guest_memory_mb((new.get("memory") or {}).get("limit")))
         floor = max(self.state.guest_memory_mb - resources.GUEST_OVERHEAD_MB, 0) * 2**20
         dirs = [d for d in self.state.cgroup.split(":") if d]
         try:
@@ -355,6 +355,14 @@ class Sandbox:
             answer({"ok": True})
             return
         self.link.request(Msg.UPDATE, INIT, payload, cb, failed)
+
+    def _guest_memory_mb(self, limit: Any) -> int:
+        """What the guest will have for this limit (the balloon's target less the
+        page tables): the container's cgroup is capped below it. 0: not known."""
+        from runv.oci.resources import balloon_target_mb, memmap_mb
+
+        ram = self.state.guest_ram_mb
+        return balloon_target_mb(limit, ram) - memmap_mb(ram) if ram else 0
 
     def _update_member(self, c: Guest, new: dict[str, Any], payload: bytes, answer: Answer, fail: Fail) -> None:
         """A pod's next container: its limits are its guest cgroup's alone (the VM's are the pod's)."""

@@ -9,6 +9,8 @@ import os
 import pytest
 from runv_testlib import one_line_error
 
+from runv.oci import resources
+
 MiB = 2**20
 VM_OVERHEAD = 256 * MiB  # runv.host.cgroups.VM_OVERHEAD
 
@@ -69,7 +71,12 @@ def test_update_changes_memory_pids_and_cpu_live(runv, make_bundle):
             {"memory": {"limit": 300 * MiB}, "pids": {"limit": -1}, "cpu": {"quota": -1},
              "devices": [{"allow": False, "access": "rwm"}]}).encode())
         assert r.returncode == 0, r.stderr
-        assert limits(runv, "up1") == [str(300 * MiB), "max", "20", "max 100000"]
+        # 300 MiB is more than this VM's RAM (twice the 160 MiB it booted with) can give
+        # the container beside the guest's own: its guest cgroup is capped below what the
+        # guest has, so that it is OOM-killed there rather than starve the whole guest.
+        ram = 2 * (128 + resources.GUEST_OVERHEAD_MB)
+        cap = (ram - resources.memmap_mb(ram) - resources.GUEST_OVERHEAD_MB) * MiB
+        assert limits(runv, "up1") == [str(cap), "max", "20", "max 100000"]
         assert host_knob(runv, "up1", "memory.limit_in_bytes") == str(300 * MiB + VM_OVERHEAD)
         assert host_knob(runv, "up1", "pids.max") == "max"
         stats = json.loads(runv("events", "--stats", "up1", check=True).stdout)["data"]
