@@ -38,7 +38,7 @@ def create(sb: Sandbox, container_id: str, conn: socket.socket, stdio_names: lis
     trees = fds[len(stdio_names):]
     try:
         sd, state = _member_state(sb, container_id, conn)
-        relay = _relay(stdio_names, fds[:len(stdio_names)])
+        relay = Relay.for_fds(stdio_names, fds[:len(stdio_names)], "pty" in stdio_names)
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -93,14 +93,6 @@ def _member_state(sb: Sandbox, container_id: str, conn: socket.socket) -> tuple[
     if sb.member(container_id) is not None:
         raise errors.Exists(f"container with id exists: {container_id}")
     return sd, state
-
-
-def _relay(names: list[str], fds: list[int]) -> Relay:
-    stdio = dict(zip(names, fds, strict=False))
-    if "pty" in stdio:
-        pty = stdio["pty"]
-        return Relay(pty, os.dup(pty), None, terminal=True)
-    return Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
 
 
 def _prepare(sb: Sandbox, m: Guest, trees: list[int]) -> bytes:

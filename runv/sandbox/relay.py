@@ -71,6 +71,16 @@ class Relay:
             return cls(slave, os.dup(slave), None, terminal=True)
         return cls(_open_fd(0), _open_fd(1), _open_fd(2), terminal=terminal)
 
+    @classmethod
+    def for_fds(cls, names: list[str], fds: list[int], terminal: bool) -> Relay:
+        """A process's stdio handed over by a client (`runv exec`, a light shim):
+        its pty, or its stdin, stdout and stderr, each named."""
+        stdio = dict(zip(names, fds, strict=False))
+        if terminal:
+            pty = stdio.get("pty")
+            return cls(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
+        return cls(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
+
     def attach(self, link: Link, watch: Watch, stream: int) -> None:
         """Relay this process's stdio on `stream` of the agent link; `watch` is the event loop's."""
         self.link, self.watch, self.stream = link, watch, stream

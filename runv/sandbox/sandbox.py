@@ -245,12 +245,7 @@ class Sandbox:
             for fd in fds:
                 os.close(fd)
             raise
-        stdio = dict(zip(stdio_names, fds, strict=False))
-        if process.get("terminal"):
-            pty = stdio.get("pty")
-            relay = Relay(pty, os.dup(pty) if pty is not None else None, None, terminal=True)
-        else:
-            relay = Relay(stdio.get("stdin"), stdio.get("stdout"), stdio.get("stderr"))
+        relay = Relay.for_fds(stdio_names, fds, bool(process.get("terminal")))
         stream = self.new_stream()
 
         def failed(why: str) -> None:
