@@ -11,13 +11,48 @@
 #include "util.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
+#define POD_DIR CGROUP_ROOT "/pod" /* a pod's next containers, together */
 
 void cgroup_dir(uint32_t stream, char *out, size_t size)
 {
     if (stream == 1)
         snprintf(out, size, CGROUP_ROOT "/container");
     else
-        snprintf(out, size, CGROUP_ROOT "/container-%u", stream);
+        snprintf(out, size, POD_DIR "/container-%u", stream);
+}
+
+/* Enables a controller ("+memory") in each cgroup above dir, from the root down. */
+static int enable(const char *dir, const char *ctl)
+{
+    char up[PATH_MAX], path[PATH_MAX + 32];
+    snprintf(up, sizeof up, "%s", dir);
+    for (char *p = up + strlen(CGROUP_ROOT); p && *p; p = strchr(p + 1, '/')) {
+        char c = *p;
+        *p = 0;
+        snprintf(path, sizeof path, "%s/cgroup.subtree_control", up);
+        *p = c;
+        if (write_file(path, ctl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Writes each knob in dir, its controller enabled above it. */
+static int set_knobs(const char *dir, const struct kv *knobs, int n, struct error *e)
+{
+    char path[PATH_MAX], ctl[64];
+    for (int i = 0; i < n; i++) {
+        const char *knob = knobs[i].key, *dot = strchr(knob, '.');
+        if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {
+            snprintf(ctl, sizeof ctl, "+%.*s", (int)(dot - knob), knob);
+            if (enable(dir, ctl) < 0)
+                return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, knob);
+        if (write_file(path, knobs[i].value) < 0)
+            return err_set(e, errno, "guest cgroup: %s = %s", knob, knobs[i].value);
+    }
+    return 0;
 }
 
 /* Makes the container's cgroup and sets its knobs (linux.resources as the
@@ -29,29 +64,22 @@ int cgroup_prepare(const char *dir, struct spec *s, struct error *e)
     /* the controllers `runv update` sets, there from the start as under runc
      * (one by one: a kernel without one still has the others) */
     static const char *const controllers[] = {"+cpu", "+memory", "+pids"};
-    for (size_t i = 0; i < sizeof controllers / sizeof *controllers; i++)
-        write_file(CGROUP_ROOT "/cgroup.subtree_control", controllers[i]);
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+    if (mkdir_p(dir, 0755) < 0 && errno != EEXIST)
         return err_set(e, errno, "mkdir %s", dir);
+    for (size_t i = 0; i < sizeof controllers / sizeof *controllers; i++)
+        enable(dir, controllers[i]);
     return cgroup_update(dir, s, e);
 }
 
-/* Sets the knobs of the container's cgroup (made by cgroup_prepare). */
+/* Sets the knobs of the container's cgroup (made by cgroup_prepare), and
+ * those of the pod's (POD_CGROUP). */
 int cgroup_update(const char *dir, struct spec *s, struct error *e)
 {
-    char path[PATH_MAX], ctl[64];
-    for (int i = 0; i < s->ncgknobs; i++) {
-        const char *knob = s->cgknobs[i].key, *dot = strchr(knob, '.');
-        if (dot && dot - knob < (int)sizeof ctl - 1 && strncmp(knob, "cgroup.", 7)) {
-            snprintf(ctl, sizeof ctl, "+%.*s", (int)(dot - knob), knob);
-            if (write_file(CGROUP_ROOT "/cgroup.subtree_control", ctl) < 0)
-                return err_set(e, errno, "enable the %s controller in the guest", ctl + 1);
-        }
-        snprintf(path, sizeof path, "%s/%s", dir, knob);
-        if (write_file(path, s->cgknobs[i].value) < 0)
-            return err_set(e, errno, "guest cgroup: %s = %s", knob, s->cgknobs[i].value);
-    }
-    return 0;
+    if (set_knobs(dir, s->cgknobs, s->ncgknobs, e) < 0)
+        return -1;
+    if (s->npodknobs && mkdir(POD_DIR, 0755) < 0 && errno != EEXIST)
+        return err_set(e, errno, "mkdir %s", POD_DIR);
+    return set_knobs(POD_DIR, s->podknobs, s->npodknobs, e);
 }
 
 /* Moves pid into the container's cgroup (made by cgroup_prepare). */

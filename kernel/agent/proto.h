@@ -83,6 +83,7 @@ enum runv_tag {
                                share) to bind as its root, instead of the "rootfs" share */
     TAG_JOIN_NAMESPACES = 30, /* u32 clone flags of the namespaces it joins: the pod's first container's */
     TAG_CONTAINER = 31,     /* EXEC: u32 init stream of the container to run in (default 1) */
+    TAG_POD_CGROUP = 32,    /* as CGROUP, for the cgroup that holds a pod's next containers together */
     TAG_NET_ADDR = 40,      /* NETIF: u32 family, u32 prefix, address bytes */
     TAG_NET_ROUTE = 41,     /* NETIF: u32 family, u32 prefix, destination bytes, gateway bytes */
     TAG_NET_MAC = 42,       /* NETIF: 6 bytes */

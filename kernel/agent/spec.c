@@ -92,6 +92,7 @@ static void alloc_lists(struct spec *s, const uint8_t *p, size_t len)
     ARR(devices, TAG_DEVICE, 0);
     ARR(shares, TAG_SHARE, 0);
     ARR(cgknobs, TAG_CGROUP, 0);
+    ARR(podknobs, TAG_POD_CGROUP, 0);
 #undef ARR
 }
 
@@ -123,12 +124,15 @@ static int set_seccomp(struct spec *s, const uint8_t *v, uint32_t rl, struct err
     return 0;
 }
 
-static int add_cgroup_knob(struct spec *s, const uint8_t *v, uint32_t rl, struct error *e)
+static int add_cgroup_knob(struct spec *s, uint32_t tag, const uint8_t *v, uint32_t rl, struct error *e)
 {
     struct kv k = kv(s, v, rl);
     if (!*k.key || strchr(k.key, '/'))
         return err_setx(e, EINVAL, "bad cgroup knob \"%s\"", k.key);
-    s->cgknobs[s->ncgknobs++] = k;
+    if (tag == TAG_POD_CGROUP)
+        s->podknobs[s->npodknobs++] = k;
+    else
+        s->cgknobs[s->ncgknobs++] = k;
     return 0;
 }
 
@@ -189,7 +193,8 @@ static int add_record(struct spec *s, uint32_t tag, const uint8_t *v, uint32_t r
     case TAG_MASKED_PATH: s->masked[s->nmasked++] = astr(s, v, rl); break;
     case TAG_READONLY_PATH: s->readonly[s->nreadonly++] = astr(s, v, rl); break;
     case TAG_SYSCTL: s->sysctls[s->nsysctls++] = kv(s, v, rl); break;
-    case TAG_CGROUP: return add_cgroup_knob(s, v, rl, e);
+    case TAG_CGROUP:
+    case TAG_POD_CGROUP: return add_cgroup_knob(s, tag, v, rl, e);
     case TAG_SHARE: s->shares[s->nshares++] = kv(s, v, rl); break;
     case TAG_UID_MAP:
     case TAG_GID_MAP: return set_idmap(s, tag, v, rl, e);

@@ -42,8 +42,8 @@ struct spec {
     int nmasked, nreadonly;
     struct kv *sysctls, *shares; /* shares: key = 9p tag, value = guest dir */
     int nsysctls, nshares;
-    struct kv *cgknobs; /* CGROUP: knob, value */
-    int ncgknobs;
+    struct kv *cgknobs, *podknobs; /* CGROUP, POD_CGROUP: knob, value */
+    int ncgknobs, npodknobs;
     struct device *devices;
     int ndevices;
     uint32_t *idmap[2]; /* UID_MAP, GID_MAP: (container, host, size) triples */

@@ -71,6 +71,7 @@ class Tag(enum.IntEnum):
     ROOT_DIR = 29
     JOIN_NAMESPACES = 30
     CONTAINER = 31
+    POD_CGROUP = 32
     NET_ADDR = 40
     NET_ROUTE = 41
     NET_MAC = 42

@@ -325,6 +325,14 @@ __all__ = ["create_records", "member_records", "rec_u32",
            "namespace_flags", "id_map_records", "guest_cgroup", "update_payload", "rlimits", "record", "rec_i32"]
 
 
+def pod_cgroup_records(memory_mb: int) -> bytes:
+    """POD_CGROUP: the cap of a pod's next containers together, below what the guest has."""
+    from runv.oci.resources import container_memory_max
+
+    cap = container_memory_max(None, memory_mb)
+    return rec_cstrs(Tag.POD_CGROUP, b"", "memory.max", str(cap)) if cap else b""
+
+
 def member_records(linux: dict[str, Any], root_dir: str) -> bytes:
     """CREATE's extra records for a pod's next container: its root on the pod
     share, and the namespaces it names by path, which in the guest are those

@@ -108,9 +108,10 @@ def _prepare(sb: Sandbox, m: Guest, trees: list[int]) -> bytes:
     plan = oci_config.explained(config, mounts.plan, config, bundle.path, podshare.guest_dir(m.stream))
     linux = config.get("linux") or {}
     root_dir = f"{podshare.guest_dir(m.stream)}/rootfs"
-    payload = oci_config.explained(config, create_payload, config, plan.mounts, [],
-                                   member_records(linux, root_dir))
     m.state.resources = dict(linux.get("resources") or {})
+    sb.members[m.stream] = m  # counted in the pod's cap
+    payload = oci_config.explained(config, create_payload, config, plan.mounts, [],
+                                   member_records(linux, root_dir) + sb.pod_cgroup())
     hook_state = {"ociVersion": config.get("ociVersion", ""), "id": m.state.id, "status": "created",
                   "pid": m.state.pid, "bundle": m.state.bundle, "annotations": m.state.annotations}
     hooks.run(m.state.hooks, "createRuntime", hook_state, bundle.path)
@@ -121,7 +122,6 @@ def _prepare(sb: Sandbox, m: Guest, trees: list[int]) -> bytes:
     root_ro = bool((config.get("root") or {}).get("readonly"))
     entries = [podshare.Entry(trees[0], "rootfs", root_ro)]
     entries += [podshare.Entry(t, f"{b.tag}/{b.name}", b.readonly) for t, b in zip(trees[1:], plan.binds, strict=True)]
-    sb.members[m.stream] = m
     podshare.add(sb.vm.pid, m.stream, entries)
     return payload
 

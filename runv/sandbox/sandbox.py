@@ -374,13 +374,27 @@ class Sandbox:
             answer({"ok": True})
         self.link.request(Msg.UPDATE, c.stream, payload, cb, fail)
 
-    def size_pod(self) -> None:
-        """A pod's VM holds what its containers' limits add up to (the balloon the rest)."""
+    def _pod_limit(self) -> int:
+        """What a pod's containers' memory limits add up to (runv.oci.resources.pod_memory_limit)."""
         from runv.oci.resources import pod_memory_limit
 
         def limit(c: Guest) -> Any:
             return ((c.state.resources or {}).get("memory") or {}).get("limit")
-        self._balloon(pod_memory_limit(limit(self.own), [limit(m) for m in self.members.values()]))
+        return pod_memory_limit(limit(self.own), [limit(m) for m in self.members.values()])
+
+    def pod_cgroup(self) -> bytes:
+        """POD_CGROUP records: the pod's next containers together are capped below
+        what the guest has, so that they meet an OOM kill there rather than starve it."""
+        from runv.agent.records import pod_cgroup_records
+
+        return pod_cgroup_records(self._guest_memory_mb(self._pod_limit()))
+
+    def size_pod(self) -> None:
+        """A pod's VM holds what its containers' limits add up to (the balloon the
+        rest), and its next containers together are capped below that."""
+        self._balloon(self._pod_limit())
+        if self.exit_code is None and self.state.status != Status.PAUSED:
+            self.link.request(Msg.UPDATE, INIT, self.pod_cgroup(), lambda f: None)
 
     def _balloon(self, limit: Any) -> None:
         """The guest's memory follows the limit, within the VM's RAM (the balloon

@@ -328,3 +328,23 @@ def test_a_member_with_a_terminal(runv, make_bundle, pod, tmp_path):
     assert b"/dev/pts/0" in data and b"got hello" in data, data
     wait_for(lambda: runv.state("tty2")["status"] == "stopped")
     assert runv.state("tty2").get("status") == "stopped"
+
+
+def test_a_member_without_a_limit_that_eats_the_guest_is_oom_killed(runv, make_bundle, pod):
+    """Without a limit of its own, a member that fills the guest's memory meets the
+    pod's cap in the guest (an OOM kill, 137) instead of starving the whole VM."""
+    def edit(config: dict) -> None:
+        _member_config("pause", pod)(config)
+        config["mounts"].append({"destination": "/big", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["size=2g"]})
+    eat = make_bundle(["sh", "-c", "dd if=/dev/zero of=/big/f bs=1M count=2000 2>/dev/null; "
+                                   "a=x; while :; do a=$a$a; done"], config_edit=edit)
+    look = make_bundle(["sleep", "3600"], config_edit=_member_config("pause", pod))
+    assert runv("run", "-d", "--bundle", look, "look", detached=True).returncode == 0
+    r = runv("exec", "look", "sh", "-c", "cat /sys/fs/cgroup/pod/memory.max; "
+                                         "awk '/MemTotal/ {print $2 * 1024}' /proc/meminfo")
+    cap, total = (int(v) for v in r.stdout.split())
+    assert 0 < cap < total, (cap, total)  # the members together, below what the guest has
+    r = runv("run", "--bundle", eat, "eater", timeout=600)
+    assert r.returncode == 137, r.stderr
+    assert runv("exec", "pause", "true").returncode == 0  # the pod's VM lives on
