@@ -14,7 +14,7 @@ APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc l
 	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod \
 	podman netavark aardvark-dns iptables containerd containernetworking-plugins
 
-.PHONY: all deps kernel initramfs venv install demo test unit fuzz soak conformance bench clean
+.PHONY: all deps kernel initramfs venv install demo test unit fuzz soak conformance bench density clean
 
 all: install
 
@@ -75,6 +75,11 @@ conformance: install
 
 bench: install
 	$(VENV)/bin/python bench/run.py
+
+# N idle containers at once: memory and CPU per container, start, exec and delete times.
+N ?= 10
+density: install
+	$(VENV)/bin/python bench/density.py $(N)
 
 clean:
 	rm -rf $(VENV) *.egg-info

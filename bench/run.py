@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from mkbundle import make_bundle  # noqa: E402
 
-RUNV = shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
+RUNV = os.environ.get("RUNV_BIN") or shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
 
 
 def timed(argv: list[str], **kw) -> float:

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Density: N idle containers (`sleep 3600`, `runv run -d`, one after another,
+under a private --root), then what they cost the host while they sit idle.
+
+    bench/density.py [N] [--idle-seconds S] [--execs K]
+
+Prints the PSS of everything runv runs for a container (the shim's whole process
+tree: shim, QEMU, helpers), the drop of MemAvailable per container, the CPU
+taken while all idle (the containers' trees, and the whole host, as % of one
+core), the start time of the first, median and last, `runv exec` on a few, the
+delete time and what was left on the host (must be nothing). Everything is
+deleted at the end, on an error or Ctrl-C too. RUNV_BIN picks the runv to run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from run import RUNV, pss_kb, timed  # noqa: E402
+
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+import runv_testlib  # noqa: E402
+from mkbundle import make_bundle  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def mem_available_kb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def host_busy_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        cpu = [int(v) for v in f.readline().split()[1:]]
+    idle = cpu[3] + cpu[4]  # idle, iowait
+    return sum(cpu) - idle, sum(cpu)
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([RUNV, *argv], stdin=subprocess.DEVNULL, capture_output=True, check=check)
+
+
+class Bench:
+    def __init__(self, root: str, bundle: str) -> None:
+        self.root, self.bundle = root, bundle
+        self.ids: list[str] = []
+        self.starts: list[float] = []
+
+    def start(self, n: int) -> None:
+        for i in range(n):
+            cid = f"d{i}"
+            self.ids.append(cid)  # before it runs: a failed start is deleted too
+            self.starts.append(timed([RUNV, "--root", self.root, "run", "-d", "--bundle", self.bundle, cid]))
+            print(f"\rstarted {i + 1}/{n} ({self.starts[-1]:.2f} s)", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+
+    def trees(self) -> list[list[int]]:
+        out = []
+        for cid in self.ids:
+            with open(os.path.join(self.root, cid, "state.json")) as f:
+                st = json.load(f)
+            pids = tree(st["pid"])
+            if st.get("qemu_pid") and st["qemu_pid"] not in pids:
+                pids += tree(st["qemu_pid"])
+            out.append(pids)
+        return out
+
+    def delete_all(self) -> list[float]:
+        times = []
+        for cid in self.ids:
+            t = time.perf_counter()
+            run("--root", self.root, "delete", "--force", cid, check=False)
+            times.append(time.perf_counter() - t)
+        self.ids = []
+        return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("n", type=int, nargs="?", default=10)
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--execs", type=int, default=3)
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
+
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="runv-density-") as tmp:
+        root = os.path.join(tmp, "root")
+        runv_testlib.ROOTS.append(root)
+        bundle = make_bundle(os.path.join(tmp, "sleeper"), ["sleep", "3600"])
+        before = runv_testlib.host_snapshot()
+        bench = Bench(root, bundle)
+        try:
+            avail0 = mem_available_kb()
+            bench.start(args.n)
+            time.sleep(2)  # the last one settles
+            trees = bench.trees()
+            pss = [sum(pss_kb(p) for p in t) for t in trees]
+            drop = (avail0 - mem_available_kb()) / args.n
+
+            pids = [p for t in trees for p in t]
+            c0, (h0, _) = cpu_ticks(pids), host_busy_ticks()
+            time.sleep(args.idle_seconds)
+            c1, (h1, _) = cpu_ticks(pids), host_busy_ticks()
+            ours = (c1 - c0) / TICKS / args.idle_seconds * 100
+            host = (h1 - h0) / TICKS / args.idle_seconds * 100
+
+            picks = sorted({0, args.n // 2, args.n - 1})[:args.execs]
+            execs = [timed([RUNV, "--root", root, "exec", bench.ids[i], "true"]) for i in picks]
+            deletes = bench.delete_all()
+        finally:
+            bench.delete_all()
+        leaks = runv_testlib.leaks(before, markers=[root])
+
+    mib = 1024
+    s = bench.starts
+    rows += [
+        ("containers", f"{args.n}"),
+        ("PSS per container (shim tree)", f"median {statistics.median(pss) / mib:.1f} MiB, "
+                                          f"mean {statistics.mean(pss) / mib:.1f}, max {max(pss) / mib:.1f}"),
+        ("MemAvailable drop per container", f"{drop / mib:.1f} MiB"),
+        (f"idle CPU, the containers ({args.idle_seconds:.0f} s)", f"{ours:.1f}% of one core "
+                                                                  f"({ours / args.n:.2f}% each)"),
+        ("idle CPU, the whole host", f"{host:.1f}% of one core"),
+        ("start: first, median, last", f"{s[0]:.2f}, {statistics.median(s):.2f}, {s[-1]:.2f} s "
+                                       f"(last/first {s[-1] / s[0]:.2f})"),
+        ("exec true: " + ", ".join(f"#{i + 1}" for i in picks), ", ".join(f"{t:.2f}" for t in execs) + " s"),
+        ("delete: median, max", f"{statistics.median(deletes):.2f}, {max(deletes):.2f} s"),
+        ("leftovers", "; ".join(leaks) or "none"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:{width}}  {v}")
+    return 1 if leaks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
