@@ -94,6 +94,7 @@ def shape(machine: Machine, port_name: str = P.PORT_NAME) -> dict[str, Any]:
         "kernel": _file_id(machine.kernel),
         "initrd": _file_id(machine.initrd),
         "accel": machine.accel,
+        "machine": machine.machine_type(),  # a PIT or not: its state is in the stream
         "host": _host_id(machine.accel),
         "memory_mb": machine.memory_mb,
         "cpus": machine.cpus,

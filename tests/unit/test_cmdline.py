@@ -10,11 +10,11 @@ def test_machine_argv(monkeypatch):
                          Share("rootfs", "/b/rootfs", readonly=True), Balloon()])
     assert m.argv() == [
         "/usr/bin/qemu-system-x86_64",
-        "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on",
+        "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off",
         "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k", "-initrd", "/i",
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet clocksource=jiffies tsc_early_khz=2596122",
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=2596122",
         "-chardev", "file,id=con,path=/s/console.log", "-serial", "chardev:con",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ch-runv-agent,fd=5",
@@ -31,6 +31,16 @@ def test_machine_argv(monkeypatch):
 def test_kvm_uses_host_cpu():
     argv = Machine("q", "k", "i", accel="kvm").argv()
     assert argv[argv.index("-accel") + 1] == "kvm" and argv[argv.index("-cpu") + 1] == "host"
+
+
+def test_the_pit_stays_where_the_guest_may_calibrate_against_it(monkeypatch):
+    """No PIT only under TCG with the host's TSC rate given to the guest."""
+    monkeypatch.setattr(cmdline, "_tsc_khz", 2596122)
+    assert Machine("q", "k", "i", accel="kvm").argv()[2].endswith(",pit=on")
+    assert Machine("q", "k", "i", accel="tcg").argv()[2].endswith(",pit=off")
+    monkeypatch.setattr(cmdline, "_tsc_khz", 0)
+    argv = Machine("q", "k", "i", accel="tcg").argv()
+    assert argv[2].endswith(",pit=on") and "tsc_early_khz" not in argv[argv.index("-append") + 1]
 
 
 def test_comma_in_a_share_path_cannot_add_options():
