@@ -78,6 +78,7 @@ def test_qemu_runs_jailed(runv, make_bundle, tmp_path):
         assert int(st["CapEff"], 16) == keep, st["CapEff"]
         assert int(st["CapPrm"], 16) == keep and int(st["CapBnd"], 16) == keep
         assert int(st["CapInh"], 16) == 0 and int(st["CapAmb"], 16) == 0
+        assert st["THP_enabled"] == "0"  # guest RAM in 4 KiB pages: untouched pages cost nothing
         assert st["NoNewPrivs"] == "1"
         assert int(st["Seccomp"]) == 2  # QEMU's own -sandbox
 
