@@ -11,10 +11,10 @@ def test_machine_argv(monkeypatch):
     assert m.argv() == [
         "/usr/bin/qemu-system-x86_64",
         "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off",
-        "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2",
+        "-accel", "tcg,tb-size=4", "-cpu", "max", "-m", "256", "-smp", "2",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k", "-initrd", "/i",
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=2596122",
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable init_on_free=1 tsc_early_khz=2596122",
         "-chardev", "file,id=con,path=/s/console.log", "-serial", "chardev:con",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ch-runv-agent,fd=5",
