@@ -11,7 +11,7 @@ def test_machine_argv(monkeypatch):
     assert m.argv() == [
         "/usr/bin/qemu-system-x86_64",
         "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off",
-        "-accel", "tcg,tb-size=4", "-cpu", "max", "-m", "256", "-smp", "2",
+        "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", "256", "-smp", "2",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k", "-initrd", "/i",
         "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable init_on_free=1 tsc_early_khz=2596122",
