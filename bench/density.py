@@ -35,14 +35,6 @@ from mkbundle import make_bundle  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def mem_available_kb() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
-
-
 def tree(pid: int) -> list[int]:
     """`pid` and all its descendants."""
     out, todo = [], [pid]
@@ -91,7 +83,15 @@ class Bench:
         for i in range(n):
             cid = f"d{i}"
             self.ids.append(cid)  # before it runs: a failed start is deleted too
-            self.starts.append(timed([RUNV, "--root", self.root, "run", "-d", "--bundle", self.bundle, cid]))
+            # Not a pipe: the detached container keeps its stdio, and a pipe would never end.
+            with tempfile.TemporaryFile() as err:
+                t = time.perf_counter()
+                r = subprocess.run([RUNV, "--root", self.root, "run", "-d", "--bundle", self.bundle, cid],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                self.starts.append(time.perf_counter() - t)
+                if r.returncode:
+                    err.seek(0)
+                    raise RuntimeError(f"container {i + 1}: {err.read().decode(errors='replace').strip()}")
             print(f"\rstarted {i + 1}/{n} ({self.starts[-1]:.2f} s)", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
 
@@ -132,12 +132,12 @@ def main() -> int:
         before = runv_testlib.host_snapshot()
         bench = Bench(root, bundle)
         try:
-            avail0 = mem_available_kb()
+            avail0 = runv_testlib.mem_available_kb()
             bench.start(args.n)
             time.sleep(2)  # the last one settles
             trees = bench.trees()
             pss = [sum(pss_kb(p) for p in t) for t in trees]
-            drop = (avail0 - mem_available_kb()) / args.n
+            drop = (avail0 - runv_testlib.mem_available_kb()) / args.n
 
             pids = [p for t in trees for p in t]
             c0, (h0, _) = cpu_ticks(pids), host_busy_ticks()
@@ -149,6 +149,9 @@ def main() -> int:
             picks = sorted({0, args.n // 2, args.n - 1})[:args.execs]
             execs = [timed([RUNV, "--root", root, "exec", bench.ids[i], "true"]) for i in picks]
             deletes = bench.delete_all()
+        except RuntimeError as e:
+            print(f"\n{e}", file=sys.stderr)
+            return 1
         finally:
             bench.delete_all()
         leaks = runv_testlib.leaks(before, markers=[root])

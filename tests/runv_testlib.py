@@ -25,6 +25,15 @@ def leftovers() -> list[str]:
     return found
 
 
+def mem_available_kb() -> int:
+    """/proc/meminfo's MemAvailable, in KiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
 def one_line_error(r: subprocess.CompletedProcess) -> str:
     """Check runc's style of failure: non-zero, one `runv: ...` line, no traceback."""
     err = r.stderr.decode()

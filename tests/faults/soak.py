@@ -28,7 +28,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE), os.path.dirname(os.path.dirname(HER
 
 from harness import COMMAND, VICTIMS, inject, join_netns, make_netns, remove_netns  # noqa: E402
 from mkbundle import make_rootfs  # noqa: E402
-from runv_testlib import ROOTS, host_snapshot, leaks, netns_snapshot  # noqa: E402
+from runv_testlib import ROOTS, host_snapshot, leaks, mem_available_kb, netns_snapshot  # noqa: E402
 
 RUNV = os.environ.get("RUNV_BIN") or shutil.which("runv") or os.path.join(os.path.dirname(sys.executable), "runv")
 STOP_TIMEOUT = 60.0
@@ -52,14 +52,6 @@ class Report:
                 f"leaked: {self.leaked or 'nothing'}",
                 f"wall time: {self.wall_s:.1f} s ({self.wall_s / max(self.cycles, 1):.2f} s a cycle)",
                 f"MemAvailable: {self.mem_before_kb // 1024} MiB before, {self.mem_after_kb // 1024} MiB after"]
-
-
-def mem_available_kb() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Soak:
