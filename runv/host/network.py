@@ -32,7 +32,9 @@ and `-device virtio-net-device,mac=<veth mac>` (runv.sandbox.boot.nic_device): Q
 jail, has neither /dev/net/tun nor NET_ADMIN.
 
 pyroute2 is imported inside the functions: it costs ~0.4 s, and the light
-commands (`state`, `kill`, ...) must not pay for it.
+commands (`state`, `kill`, ...) must not pay for it. The shim runs setup() and
+teardown() in a forked child (`apart`): pyroute2's 20 MiB would stay in the
+long-lived shim for as long as its container runs.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ import fcntl
 import json
 import os
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runv.errors import RunvError
@@ -298,6 +301,45 @@ def setup() -> list[Nic]:
             reason = os.strerror(e.code) if isinstance(e, NetlinkError) else e.strerror
             raise NetworkError(f"cannot join {current or 'the container network'} to the VM: {reason}") from None
     return nics
+
+
+def apart(fn: Callable[[], list[Nic] | None]) -> list[Nic]:
+    """fn() (setup or teardown) in a forked child that dies with the caller; its
+    NICs, or its error, come back through a pipe."""
+    import signal
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            from runv.host import syscalls
+
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            reply: dict[str, Any] = {"nics": [asdict(n) for n in fn() or []]}
+        except RunvError as e:
+            reply = {"error": str(e)}
+        except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        with os.fdopen(w, "w") as f:
+            f.write(json.dumps(reply))
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        reply = {"error": "the network helper died"}
+    if "error" in reply:
+        raise NetworkError(reply["error"])
+    return [_nic(d) for d in reply["nics"]]
+
+
+def _nic(d: dict[str, Any]) -> Nic:
+    return Nic(**{**d, "addresses": [Address(**a) for a in d["addresses"]],
+                  "routes": [Route(**r) for r in d["routes"]]})
 
 
 def teardown(nics: list[Nic] | None = None) -> None:

@@ -87,6 +87,35 @@ def validate(config: Any) -> None:
     check_strings(config, "config.json")
 
 
+def validating(config: Any) -> Callable[[], None]:
+    """Start validating `config` in a forked child, so that jsonschema's imports
+    (8 MiB) never stay in the long-lived shim; the function returned waits for
+    the child and raises its SpecError."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        why = b""
+        try:
+            validate(config)
+        except SpecError as e:
+            why = str(e).encode()
+        except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
+            why = f"config.json: cannot be validated: {type(e).__name__}: {e}".encode()
+        with os.fdopen(w, "wb") as f:
+            f.write(why)
+        os._exit(0)
+    os.close(w)
+
+    def wait() -> None:
+        with os.fdopen(r, "rb") as f:
+            why = f.read()
+        os.waitpid(pid, 0)
+        if why:
+            raise SpecError(why.decode(errors="replace"))
+    return wait
+
+
 def explained(config: Any, fn: Callable[..., T], *args: Any) -> T:
     """fn(*args) on a config the schema has not checked yet: an unexpected error
     is most likely a malformed config, and then the schema's message names the

@@ -30,7 +30,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     from runv.agent.records import create_payload
     from runv.host import hooks
     from runv.oci import mounts, resources
-    from runv.oci.config import explained, validate
+    from runv.oci.config import explained, validating
     from runv.qemu import assets, podshare
     from runv.qemu.accel import choose
     from runv.sandbox.shares import exports
@@ -38,9 +38,9 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
     # Otherwise validating (and importing jsonschema) overlaps the VM's boot.
-    early_validation = bool(state.hooks)
-    if early_validation:
-        validate(config)
+    validated = validating(config)
+    if state.hooks:
+        validated()
     state.pod = is_pod_sandbox(state.annotations or {})
     size = explained(config, resources.guest_size, config, state.pod)
     state.guest_memory_mb, state.guest_ram_mb = size.balloon_mb, size.ram_mb
@@ -91,8 +91,8 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     sd.write(state)
     try:
         faultpoint.reached("shim.qemu")
-        if not early_validation:
-            validate(config)
+        if not state.hooks:
+            validated()
         agent = Handshake.start(vm, BOOT_TIMEOUT)  # a QEMU that failed to start is named here
         log.debug("agent ready")
         if size.ram_mb > size.balloon_mb:
@@ -163,7 +163,7 @@ def _join_network(state: State, fresh_netns: bool, sd: StateDir) -> list[Any]:
         state.taps = {network.ANY_TAP: ""}
         sd.write(state)
     try:
-        return network.setup()
+        return network.apart(network.setup)
     except BaseException:
         state.taps = {}  # setup() undid what it made
         sd.write(state)
@@ -191,6 +191,6 @@ def leave_network(nics: list[Any]) -> None:
     if nics:
         from runv.host import network
 
-        network.teardown(nics)
+        network.apart(lambda: network.teardown(nics))
 
 

@@ -103,7 +103,8 @@ def _prepare(sb: Sandbox, m: Guest, trees: list[int]) -> bytes:
     from runv.oci import config as oci_config
     from runv.oci import mounts
 
-    bundle = oci_config.load(m.state.bundle)
+    bundle = oci_config.load(m.state.bundle, schema=False)
+    oci_config.validating(bundle.config)()  # not in this long-lived shim
     config = bundle.config
     plan = oci_config.explained(config, mounts.plan, config, bundle.path, podshare.guest_dir(m.stream))
     linux = config.get("linux") or {}
