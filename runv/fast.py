@@ -34,22 +34,23 @@ def _state_request(argv: list[str]) -> tuple[str, str] | None:
 def entry() -> None:
     request = _state_request(sys.argv[1:])
     if request:
-        import json
         import os
+
+        from runv import tinyjson
 
         root, cid = request
         path = os.path.join(root, cid, "state.json")
         if os.path.isabs(root) and "/" not in cid and cid not in (".", "..") and os.path.isfile(path):
             try:
                 with open(path) as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
+                    data = tinyjson.loads(f.read())
+            except (OSError, ValueError, RecursionError):
                 data = None
             from runv.ocistate import oci_state, well_formed
 
             if well_formed(data, cid):
                 try:
-                    print(json.dumps(oci_state(data), indent=2), flush=True)
+                    print(tinyjson.dumps(oci_state(data)), flush=True)
                 except BrokenPipeError:  # the reader went away: no traceback for it
                     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                     sys.exit(1)

@@ -18,7 +18,8 @@ import pytest
 RUNV = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "runv")
 
 LAYERS = [  # lowest first
-    {"runv", "runv.errors", "runv.log", "runv.files", "runv.guest_text", "runv.faultpoint", "runv.daemon"},
+    {"runv", "runv.errors", "runv.log", "runv.files", "runv.guest_text", "runv.faultpoint", "runv.daemon",
+     "runv.tinyjson"},
     {"runv.agent", "runv.oci", "runv.host", "runv.qemu", "runv.state", "runv.status", "runv.ocistate"},
     {"runv.sandbox"},
     {"runv.container", "runv.launch", "runv.exec", "runv.orphan", "runv.foreground", "runv.member"},
