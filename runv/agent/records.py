@@ -326,10 +326,13 @@ __all__ = ["create_records", "member_records", "rec_u32",
 
 
 def pod_cgroup_records(memory_mb: int) -> bytes:
-    """POD_CGROUP: the cap of a pod's next containers together, below what the guest has."""
-    from runv.oci.resources import container_memory_max
+    """POD_CGROUP: the cap of a pod's next containers together, below what the
+    guest has by the guest's own and as much again: the kernel of a pod's VM
+    holds more (each container's page tables, stacks, 9p state) than one
+    container's guest, and a guest that runs out as a whole livelocks."""
+    from runv.oci.resources import GUEST_OVERHEAD_MB, container_memory_max
 
-    cap = container_memory_max(None, memory_mb)
+    cap = container_memory_max(None, memory_mb - GUEST_OVERHEAD_MB) if memory_mb > GUEST_OVERHEAD_MB else None
     return rec_cstrs(Tag.POD_CGROUP, b"", "memory.max", str(cap)) if cap else b""
 
 

@@ -68,7 +68,6 @@ def create(sb: Sandbox, container_id: str, conn: socket.socket, stdio_names: lis
             answer(errors.to_wire(e))
             return
         sb.move(m, Status.CREATED)
-        sb.size_pod()
         _watch_light_shim(sb, m, conn, answer)
         answer({"ok": True, "stream": m.stream}, close=False)
 
@@ -112,7 +111,7 @@ def _prepare(sb: Sandbox, m: Guest, trees: list[int]) -> bytes:
     m.state.resources = dict(linux.get("resources") or {})
     sb.members[m.stream] = m  # counted in the pod's cap
     payload = oci_config.explained(config, create_payload, config, plan.mounts, [],
-                                   member_records(linux, root_dir) + sb.pod_cgroup())
+                                   member_records(linux, root_dir) + sb.grow_pod())
     hook_state = {"ociVersion": config.get("ociVersion", ""), "id": m.state.id, "status": "created",
                   "pid": m.state.pid, "bundle": m.state.bundle, "annotations": m.state.annotations}
     hooks.run(m.state.hooks, "createRuntime", hook_state, bundle.path)
@@ -163,4 +162,5 @@ def forget(sb: Sandbox, m: Guest) -> None:
         podshare.remove(sb.vm.pid, m.stream)
     except RunvError as e:
         log.error(f"container {m.state.id}: {e}")
+    sb.size_pod()
 

@@ -34,6 +34,7 @@ QEMU_DIED = 255
 KILLED = 128 + signal.SIGKILL
 INIT = 1  # the container's init is stream 1
 MAX_PAUSED_SIGNALS = 1024
+BALLOON_SETTLE_TIMEOUT = 10.0  # how long a pod's next container waits for the guest to get its memory
 
 Answer = Callable[..., None]      # answer(reply: dict, close: bool = True)
 Fail = Callable[[str], None]
@@ -149,8 +150,6 @@ class Sandbox:
         from runv.sandbox import pod
 
         pod.forget(self, m)
-        if not self.vm.exited():
-            self.size_pod()
 
     def member(self, container_id: str) -> Guest | None:
         return next((m for m in self.members.values() if m.state.id == container_id), None)
@@ -382,19 +381,42 @@ class Sandbox:
             return ((c.state.resources or {}).get("memory") or {}).get("limit")
         return pod_memory_limit(limit(self.own), [limit(m) for m in self.members.values()])
 
-    def pod_cgroup(self) -> bytes:
-        """POD_CGROUP records: the pod's next containers together are capped below
-        what the guest has, so that they meet an OOM kill there rather than starve it."""
+    def grow_pod(self) -> bytes:
+        """Before a next container is created: the guest gets what the pod's
+        limits now add up to, and POD_CGROUP records cap the pod's next
+        containers together below what the guest has by then. Not below what
+        it will have: the balloon deflates on the guest's time, and a cap above
+        the guest's memory would let a container starve it meanwhile."""
         from runv.agent.records import pod_cgroup_records
+        from runv.oci.resources import balloon_target_mb, memmap_mb
 
-        return pod_cgroup_records(self._guest_memory_mb(self._pod_limit()))
+        limit, ram = self._pod_limit(), self.state.guest_ram_mb
+        if not ram:
+            return b""
+        self._balloon(limit)
+        want = balloon_target_mb(limit, ram)
+        deadline = time.monotonic() + BALLOON_SETTLE_TIMEOUT
+        has = self._balloon_actual_mb()
+        while has is not None and has < want and time.monotonic() < deadline:
+            time.sleep(0.05)
+            has = self._balloon_actual_mb()
+        return pod_cgroup_records(min(want, has or want) - memmap_mb(ram))
 
     def size_pod(self) -> None:
-        """A pod's VM holds what its containers' limits add up to (the balloon the
-        rest), and its next containers together are capped below that."""
-        self._balloon(self._pod_limit())
+        """A next container is gone: the pod's cap comes down first, then the guest's memory."""
+        from runv.agent.records import pod_cgroup_records
+
+        limit = self._pod_limit()
         if self.exit_code is None and self.state.status != Status.PAUSED:
-            self.link.request(Msg.UPDATE, INIT, self.pod_cgroup(), lambda f: None)
+            self.link.request(Msg.UPDATE, INIT, pod_cgroup_records(self._guest_memory_mb(limit)), lambda f: None)
+        self._balloon(limit)
+
+    def _balloon_actual_mb(self) -> int | None:
+        """What the guest has now (QMP query-balloon), None if QEMU cannot say."""
+        try:
+            return int(self.qmp.execute("query-balloon")["actual"]) // 2**20 if self.qmp else None
+        except (QemuError, OSError, KeyError, TypeError, ValueError):
+            return None
 
     def _balloon(self, limit: Any) -> None:
         """The guest's memory follows the limit, within the VM's RAM (the balloon
