@@ -48,17 +48,22 @@ def find_pod(root: str, config: dict[str, Any]) -> str:
     return ""
 
 
-def _network_namespace(config: dict[str, Any]) -> os.stat_result | None:
-    """The network namespace the config names by path (an unchecked config: the shim validates it)."""
+def _network_path(config: dict[str, Any]) -> str | None:
+    """The path of the network namespace the config names (an unchecked config: the shim validates it)."""
     linux = config.get("linux")
     namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
     for ns in namespaces if isinstance(namespaces, list) else []:
         if isinstance(ns, dict) and ns.get("type") == "network" and isinstance(ns.get("path"), str):
-            try:
-                return os.stat(ns["path"])
-            except OSError:
-                return None
+            return str(ns["path"])
     return None
+
+
+def _network_namespace(config: dict[str, Any]) -> os.stat_result | None:
+    path = _network_path(config)
+    try:
+        return os.stat(path) if path else None
+    except OSError:
+        return None
 
 
 def _same_file(path: str, st: os.stat_result) -> bool:
@@ -75,6 +80,7 @@ def light_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str |
     code = 255
     try:
         detach(keep={sync_fd})
+        _join_pod_network(bundle.config)
         state.pid = os.getpid()
         state.pid_start = proc.start_time(state.pid)
         sd.write(state)
@@ -88,6 +94,22 @@ def light_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str |
     except BaseException as e:  # noqa: BLE001 - never a traceback
         report(sync_fd, errors.to_wire(errors.RunvError(f"internal error: {type(e).__name__}: {e}")))
     os._exit(code)
+
+
+def _join_pod_network(config: dict[str, Any]) -> None:
+    """The light shim, the container's pid, lives in the pod's network namespace,
+    as a runc container's pid would: an engine that names this container's
+    namespace by its pid (`docker run --network container:<this one>`) then
+    names the pod's, and its container joins the pod too (not the host's network)."""
+    from runv.host import syscalls
+
+    path = _network_path(config)
+    if not path:
+        raise errors.InvalidState("the pod's network namespace is gone")
+    try:
+        syscalls.setns(path, syscalls.CLONE_NEWNET)
+    except OSError as e:
+        raise errors.RunvError(f"cannot join network namespace {path}: {e.strerror}") from None
 
 
 def _ask_create(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None) -> Any:

@@ -15,7 +15,7 @@ from runv.errors import QemuError
 from runv.host import proc
 from runv.host.network import Nic
 from runv.oci.config import Bundle
-from runv.oci.pod import is_pod_sandbox
+from runv.oci.pod import holds_pod
 from runv.qemu.cmdline import Balloon, Machine, Share, Tap
 from runv.qemu.vm import VM
 from runv.sandbox.relay import Relay
@@ -41,7 +41,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     validated = validating(config)
     if state.hooks:
         validated()
-    state.pod = is_pod_sandbox(state.annotations or {})
+    state.pod = holds_pod(state.annotations or {}, bool(state.netns))
     size = explained(config, resources.guest_size, config, state.pod)
     state.guest_memory_mb, state.guest_ram_mb = size.balloon_mb, size.ram_mb
     state.resources = dict((config.get("linux") or {}).get("resources") or {})  # `runv update` starts here

@@ -343,3 +343,57 @@ def test_a_member_without_a_limit_that_eats_the_guest_is_oom_killed(runv, make_b
     r = runv("run", "--bundle", eat, "eater", timeout=600)
     assert r.returncode == 137, r.stderr
     assert runv("exec", "pause", "true").returncode == 0  # the pod's VM lives on
+
+
+def _joins_network_of(pid: int):
+    """A container as `docker run --network container:<id>` makes it: no annotations,
+    the network namespace named by the other container's pid, its own others."""
+    def edit(config: dict) -> None:
+        config["root"]["readonly"] = False
+        config.pop("annotations", None)
+        config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "network"]
+        config["linux"]["namespaces"].append({"type": "network", "path": f"/proc/{pid}/ns/net"})
+    return edit
+
+
+@pytest.fixture
+def plain(runv, make_bundle):
+    """A running container with a network namespace of its own and no pod
+    annotations (docker's, Podman's infra container), deleted afterwards with its members."""
+    def writable(config: dict) -> None:
+        config["root"]["readonly"] = False
+    bundle = make_bundle(["sh", "-c", "mkdir -p /www && echo served > /www/index.html && "
+                                      "exec httpd -f -p 8080 -h /www"], config_edit=writable)
+    r = runv("run", "-d", "--bundle", bundle, "first", detached=True)
+    assert r.returncode == 0, r.stderr
+    yield runv.state("first")["pid"]
+    for cid in [c["id"] for c in json.loads(runv("list", "--format", "json").stdout or b"[]")]:
+        runv("delete", "--force", cid)
+
+
+FETCH = "for i in $(seq 100); do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1"
+
+
+def test_any_container_with_a_network_namespace_of_its_own_takes_those_that_join_it(runv, make_bundle, plain):
+    """`docker run --network container:first`: no annotation names a pod, the namespace does."""
+    bundle = make_bundle(["sh", "-c", FETCH], config_edit=_joins_network_of(plain))
+    r = runv("run", "--bundle", bundle, "second")
+    assert (r.returncode, r.stdout) == (0, b"served\n"), r.stderr
+    bundle = make_bundle(["sleep", "3600"], config_edit=_joins_network_of(plain))
+    assert runv("run", "-d", "--bundle", bundle, "third", detached=True).returncode == 0
+    assert qemu_children(runv.state("third")["pid"]) == []
+    assert len(qemu_children(plain)) == 1
+
+
+def test_a_container_joining_a_members_namespace_by_its_pid_joins_the_pod(runv, make_bundle, plain):
+    """A member's pid (its light shim) is in the pod's network namespace, as a runc
+    container's would be; before, it was in the host's, and a container naming it
+    was refused (or, with a runtime that allowed it, on the host's network)."""
+    bundle = make_bundle(["sleep", "3600"], config_edit=_joins_network_of(plain))
+    assert runv("run", "-d", "--bundle", bundle, "member", detached=True).returncode == 0
+    member = runv.state("member")["pid"]
+    assert os.stat(f"/proc/{member}/ns/net").st_ino == os.stat(f"/proc/{plain}/ns/net").st_ino
+    bundle = make_bundle(["sh", "-c", FETCH], config_edit=_joins_network_of(member))
+    r = runv("run", "--bundle", bundle, "chained")
+    assert (r.returncode, r.stdout) == (0, b"served\n"), r.stderr
+    assert len(qemu_children(plain)) == 1
