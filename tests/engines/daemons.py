@@ -169,6 +169,13 @@ def descendants(pids, procs: list[Proc] | None = None) -> list[int]:
     return found
 
 
+def vms_of(pid: int) -> list[int]:
+    """The QEMUs among pid's descendants: a runv container's VM is its shim's child."""
+    procs = processes()
+    below = set(descendants([pid], procs))
+    return [p.pid for p in procs if p.pid in below and p.comm.startswith("qemu-system")]
+
+
 def engine_shims(procs: list[Proc] | None = None) -> list[Proc]:
     """containerd's shims for our containerd (they outlive it by design)."""
     procs = processes() if procs is None else procs

@@ -292,9 +292,14 @@ class Podman:
         return r.stdout.split() if r.returncode == 0 else []
 
     def remove_containers(self) -> list[str]:
-        """Force-remove every container of this store; return their ids."""
+        """Force-remove every pod and container of this store; return the containers' ids.
+        (An infra container goes with its pod only.)"""
         ids = self.container_ids()
         self.seen.extend(ids)
+        try:
+            self("pod", "rm", "-a", "-f", "-t", "0", timeout=120)
+        except subprocess.TimeoutExpired:
+            pass
         for cid in ids:
             try:
                 self("rm", "-f", "-t", "0", cid, timeout=60)

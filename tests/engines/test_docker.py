@@ -2,6 +2,8 @@
 
 dockerd 20.10 drives runv through containerd's runc v2 shim, exactly as it
 drives runc; see conftest.py for the daemons and docs/engines.md for the setup.
+A container started with `--network container:<other>` is created in the
+other one's VM (runv.member), so they share localhost.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import urllib.request
 
 import daemons
 import pytest
-from daemons import IMAGE, READY_LOOP, RUNTIME, run_in_pty, wait_exited, wait_logs
+from daemons import IMAGE, READY_LOOP, RUNTIME, run_in_pty, vms_of, wait_exited, wait_logs
 
 pytestmark = pytest.mark.engines
 
@@ -251,6 +253,60 @@ def test_published_port(docker, tmp_path):
                        "httpd", "-f", "-p", "80", "-h", "/www")
     assert fetch("http://127.0.0.1:8080/index.html") == b"hello from a runv container\n"
     assert docker("rm", "-f", cid).returncode == 0
+
+
+SERVE_LOCALHOST = ("mkdir -p /www && echo served on localhost > /www/index.html && "
+                   "exec httpd -f -p 127.0.0.1:8080 -h /www")
+FETCH_LOCALHOST = ("for i in $(seq 150); do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; "
+                   "exit 1")
+
+
+def test_container_network_mode_shares_localhost_in_one_vm(docker):
+    """`--network container:<first>`: the second container runs in the first
+    one's VM and reaches its server on 127.0.0.1; so does a third that names
+    the second (whose pid, like a runc container's, is in the shared namespace)."""
+    first = docker.run_d(IMAGE, "sh", "-c", SERVE_LOCALHOST)
+    second = docker.run_d("--network", f"container:{first}", IMAGE, "sh", "-c", READY_LOOP)
+    wait_logs(docker, second, "ready")
+    r = docker("exec", second, "sh", "-c", FETCH_LOCALHOST, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "served on localhost\n"), r.stderr
+    # The first one's address is the second's too; their roots are their own.
+    ip = docker.inspect(first, "{{.NetworkSettings.IPAddress}}")
+    assert f"inet {ip}/" in docker("exec", second, "ip", "-o", "-4", "addr", check=True).stdout
+    assert docker("exec", second, "ls", "/www/index.html").returncode != 0
+    # A foreground container through the second one: output and exit code.
+    r = docker.run("--rm", "--network", f"container:{second}", IMAGE, "sh", "-c",
+                   "wget -qO- http://127.0.0.1:8080/; exit 3", timeout=120)
+    assert (r.returncode, r.stdout) == (3, "served on localhost\n"), r.stderr
+    if RUNTIME == "runv":
+        assert len(vms_of(int(docker.inspect(first, "{{.State.Pid}}")))) == 1
+        assert vms_of(int(docker.inspect(second, "{{.State.Pid}}"))) == []
+    # The second one stops alone; the first one goes on serving.
+    r = docker("stop", "-t", "2", second)
+    assert r.returncode == 0, r.stderr
+    assert wait_exited(docker, second) == 137  # sh as pid 1 ignores TERM
+    r = docker.run("--rm", "--network", f"container:{first}", IMAGE, "wget", "-qO-", "http://127.0.0.1:8080/",
+                   timeout=120)
+    assert (r.returncode, r.stdout) == (0, "served on localhost\n"), r.stderr
+    assert docker("rm", "-f", second, first).returncode == 0
+
+
+def test_the_first_containers_end_ends_those_in_its_vm(docker):
+    """With runc the second container keeps the namespace alive; with runv it
+    runs in the first one's VM, which goes with the first container: docker sees
+    it exit (killed), and nothing is left behind."""
+    first = docker.run_d(IMAGE, "sh", "-c", READY_LOOP)
+    second = docker.run_d("--network", f"container:{first}", IMAGE, "sh", "-c", READY_LOOP)
+    wait_logs(docker, second, "ready")
+    assert docker("kill", first).returncode == 0
+    assert wait_exited(docker, first) == 137
+    if RUNTIME == "runv":
+        assert wait_exited(docker, second, timeout=60) != 0
+    assert docker("rm", "-f", second, first).returncode == 0
+    deadline = time.monotonic() + 20
+    while (left := daemons.leftovers([first, second])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
 
 
 # ---------------------------------------------------------------- volumes

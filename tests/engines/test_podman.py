@@ -2,9 +2,10 @@
 
 Podman 4.3 (Debian 12) is rootful here, with conmon watching each container
 and netavark's default network (the `podman0` bridge); see podman_engine.py
-for the private store and config, and docs/engines.md for the setup. Pods
-(`podman pod`) are left out: their containers share one network namespace,
-which needs one VM per pod (docs/engines.md, limits).
+for the private store and config, and docs/engines.md for the setup. A pod
+(`podman pod`) is one VM: its infra container boots it, and the pod's other
+containers, which join the infra container's network namespace, are created
+in it (runv.member).
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from daemons import READY_LOOP, RUNTIME, run_in_pty, wait_exited, wait_logs
-from podman_engine import IMAGE
+from daemons import READY_LOOP, RUNTIME, run_in_pty, vms_of, wait_exited, wait_logs
+from podman_engine import IMAGE, LABEL
 
 pytestmark = pytest.mark.engines
 
@@ -256,3 +257,71 @@ def test_bind_mounts(podman, tmp_path):
     assert single.read_text() == "one file\nappended\n"
     assert sorted(os.listdir(ro)) == ["keep.txt"]
     assert ro_file.read_text() == "read only file\n"
+
+
+# ---------------------------------------------------------------- pods
+
+SERVE_LOCALHOST = ("mkdir -p /www && echo served from the pod > /www/index.html && "
+                   "exec httpd -f -p 127.0.0.1:8080 -h /www")
+FETCH_LOCALHOST = ("for i in $(seq 150); do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; "
+                   "exit 1")
+
+
+def pod_pids(podman, pod: str) -> tuple[int, list[int]]:
+    """The host pids of the pod's infra container and of its other running containers."""
+    infra = podman("pod", "inspect", "-f", "{{.InfraContainerID}}", pod, check=True).stdout.strip()
+    others = podman("ps", "-q", "--no-trunc", "--filter", f"pod={pod}", check=True).stdout.split()
+    pid = int(podman.inspect(infra, "{{.State.Pid}}"))
+    return pid, [int(podman.inspect(c, "{{.State.Pid}}")) for c in others if c != infra]
+
+
+def test_pod_containers_share_localhost_in_one_vm(podman):
+    """`podman pod create`, a server on the pod's 127.0.0.1 and a client in
+    another container of the pod: the infra container's VM holds them all."""
+    pod = podman("pod", "create", "--label", LABEL, "--name", "runv-pod-localhost", check=True).stdout.strip()
+    server = podman.run_d("--pod", pod, IMAGE, "sh", "-c", SERVE_LOCALHOST)
+    client = podman.run_d("--pod", pod, IMAGE, "sh", "-c", READY_LOOP)
+    wait_logs(podman, client, "ready")
+    r = podman("exec", client, "sh", "-c", FETCH_LOCALHOST, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "served from the pod\n"), r.stderr
+    # The pod's UTS namespace: its name is every container's hostname.
+    assert podman("exec", server, "hostname", check=True).stdout == "runv-pod-localhost\n"
+    # Each container still has its own root: the server's files are not the client's.
+    assert podman("exec", client, "ls", "/www/index.html").returncode != 0
+    # A container of the pod that runs in the foreground: its output and exit code.
+    r = podman.run("--rm", "--pod", pod, IMAGE, "sh", "-c", "wget -qO- http://127.0.0.1:8080/; exit 3",
+                   timeout=120)
+    assert (r.returncode, r.stdout) == (3, "served from the pod\n"), r.stderr
+    if RUNTIME == "runv":
+        infra_pid, pids = pod_pids(podman, pod)
+        assert len(pids) == 2
+        assert len(vms_of(infra_pid)) == 1, "the infra container boots the pod's VM"
+        assert [vms_of(p) for p in pids] == [[], []], "the pod's other containers have no VM of their own"
+
+
+def test_pod_stop_and_rm_leave_nothing(podman):
+    pod = podman("pod", "create", "--label", LABEL, check=True).stdout.strip()
+    first = podman.run_d("--pod", pod, IMAGE, "sh", "-c", 'trap "exit 0" TERM; ' + READY_LOOP)
+    second = podman.run_d("--pod", pod, IMAGE, "sleep", "3600")
+    wait_logs(podman, first, "ready")
+    infra_pid, _ = pod_pids(podman, pod)
+    vms = vms_of(infra_pid) if RUNTIME == "runv" else []
+    ids = podman("ps", "-aq", "--no-trunc", "--filter", f"pod={pod}", check=True).stdout.split()
+    assert len(ids) == 3
+
+    r = podman("pod", "stop", "-t", "2", pod, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for cid in (first, second):
+        assert podman.inspect(cid, "{{.State.Status}}") == "exited"
+    r = podman("pod", "rm", pod, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert podman("pod", "exists", pod).returncode == 1
+    deadline = time.monotonic() + 20
+    while True:
+        left = podman.leftovers(ids)
+        left += [f"the pod's VM, pid {v}" for v in vms if os.path.exists(f"/proc/{v}")]
+        left += [f"podman still lists {c}" for c in ids if c in podman.container_ids()]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert left == []
