@@ -33,7 +33,12 @@ def loads(text: str) -> Any:
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = scan(text, start)
-    except StopIteration:
+    except (StopIteration, ValueError, SystemError):
+        # The scanner reports errors through json.decoder, which this module
+        # avoids importing: let json say what is wrong (a ValueError).
+        import json
+
+        json.loads(text)
         raise ValueError("not JSON") from None
     if text[end:].strip(_WHITESPACE):
         raise ValueError("extra data after the JSON value")

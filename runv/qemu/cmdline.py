@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Protocol
 # tsc=reliable: the guest keeps the TSC as its clocksource (no watchdog to mark
 # it unstable when the host is busy and fall back to jiffies), so tickless idle
 # works: an idle guest takes no timer interrupts, which under TCG cost the host.
-KERNEL_ARGS = "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable init_on_free=1"
+KERNEL_ARGS = "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable"
 TB_SIZE_MB = 32
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 

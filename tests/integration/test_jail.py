@@ -88,7 +88,9 @@ def test_qemu_runs_jailed(runv, make_bundle, tmp_path):
         assert os.listdir(f"{root}/proc") == ["self"] and os.listdir(f"{root}/proc/self") == ["fd"]
         assert sorted(os.listdir(f"{root}/dev")) == ["null", "urandom", "zero"] + (
             ["kvm"] if state["accel"] == "kvm" else [])
-        assert sorted(os.listdir(f"{root}/shares")) == sorted([rw, ro, "rootfs"])
+        # and the pod share (its network namespace is its own): read-only, and empty
+        assert sorted(os.listdir(f"{root}/shares")) == sorted([rw, ro, "pod", "rootfs"])
+        assert os.listdir(f"{root}/shares/pod") == []
         assert sorted(os.listdir(f"{root}/vm")) == ["initrd", "kernel"]
         for secret in ("etc/shadow", "proc/1", "proc/sys", "sys", "root", "run", "var", "tmp"):
             assert not os.path.lexists(f"{root}/{secret}"), secret
@@ -98,6 +100,7 @@ def test_qemu_runs_jailed(runv, make_bundle, tmp_path):
         for point in ("/etc", "/proc", "/sys", "/run", "/tmp", "/var", "/root", "/home"):
             assert point not in mounts, point
         assert {"nosuid", "nodev", "noexec"} <= mounts["/shares/rootfs"], mounts
+        assert {"ro", "nosuid", "nodev", "noexec"} <= mounts["/shares/pod"], mounts
         # A bind's share is a directory of the jail's read-only tmpfs holding its source
         # alone, under its basename: the export is no mount, its entry is.
         for share, name in ((rw, "rw"), (ro, "ro")):

@@ -14,7 +14,7 @@ def test_machine_argv(monkeypatch):
         "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", "256", "-smp", "2",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k", "-initrd", "/i",
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable init_on_free=1 tsc_early_khz=2596122",
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=2596122",
         "-chardev", "file,id=con,path=/s/console.log", "-serial", "chardev:con",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ch-runv-agent,fd=5",
