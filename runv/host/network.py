@@ -310,20 +310,22 @@ def apart(fn: Callable[[], list[Nic] | None]) -> list[Nic]:
 
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.close(r)
+    if pid == 0:  # never returns: nothing of the shim may run twice
         try:
-            from runv.host import syscalls
+            os.close(r)
+            try:
+                from runv.host import syscalls
 
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-            reply: dict[str, Any] = {"nics": [asdict(n) for n in fn() or []]}
-        except RunvError as e:
-            reply = {"error": str(e)}
-        except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        with os.fdopen(w, "w") as f:
-            f.write(json.dumps(reply))
-        os._exit(0)
+                syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+                reply: dict[str, Any] = {"nics": [asdict(n) for n in fn() or []]}
+            except RunvError as e:
+                reply = {"error": str(e)}
+            except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
+                reply = {"error": f"{type(e).__name__}: {e}"}
+            with os.fdopen(w, "w") as f:
+                f.write(json.dumps(reply))
+        finally:
+            os._exit(0)
     os.close(w)
     with os.fdopen(r) as f:
         text = f.read()

@@ -93,18 +93,24 @@ def validating(config: Any) -> Callable[[], None]:
     the child and raises its SpecError."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        why = b""
+    if pid == 0:  # never returns: nothing of the shim may run twice
         try:
-            validate(config)
-        except SpecError as e:
-            why = str(e).encode()
-        except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
-            why = f"config.json: cannot be validated: {type(e).__name__}: {e}".encode()
-        with os.fdopen(w, "wb") as f:
-            f.write(why)
-        os._exit(0)
+            import signal
+
+            from runv.host import syscalls
+
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # it holds the shim's cgroup
+            os.close(r)
+            why = b""
+            try:
+                validate(config)
+            except SpecError as e:
+                why = str(e).encode()
+            except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
+                why = f"config.json: cannot be validated: {type(e).__name__}: {e}".encode()
+            os.write(w, why)
+        finally:
+            os._exit(0)
     os.close(w)
 
     def wait() -> None:

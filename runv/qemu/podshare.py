@@ -136,15 +136,16 @@ def _in_child(work: Callable[[], None], what: str) -> None:
     """Run `work` in a forked child (setns must not touch the shim); its error is ours."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        code = 0
+    if pid == 0:  # never returns: nothing of the shim may run twice
+        code = 1
         try:
             os.close(r)
             work()
+            code = 0
         except BaseException as e:  # noqa: BLE001 - reported to the parent, never a traceback
             os.write(w, _describe(e).encode()[:4000])
-            code = 1
-        os._exit(code)
+        finally:
+            os._exit(code)
     os.close(w)
     with os.fdopen(r, "rb") as f:
         why = f.read().decode(errors="replace")
