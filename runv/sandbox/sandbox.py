@@ -30,6 +30,7 @@ from runv.state import State, StateDir
 from runv.status import Status
 
 SHUTDOWN_TIMEOUT = 5.0
+KILL_GRACE = 10.0  # after a SIGKILL of the init, for the guest to report its end
 QEMU_DIED = 255
 KILLED = 128 + signal.SIGKILL
 INIT = 1  # the container's init is stream 1
@@ -73,6 +74,7 @@ class Sandbox:
         self.qmp: Any = None
         self.paused_update: bytes | None = None  # UPDATE to send on resume
         self.host_floor = 0  # the memory floor of the host cgroup's last update (runv update)
+        self.killed = False  # its init was sent SIGKILL: the VM stops after KILL_GRACE at the latest
 
     def attach(self, stream: int, relay: Relay) -> None:
         self.relays[stream] = relay
@@ -219,8 +221,15 @@ class Sandbox:
             else:
                 answer(errors.to_wire(RunvError("too many signals pending for a paused container")))
             return
+        def signalled(f: P.Frame) -> dict[str, Any]:
+            if fatal and self.exit_code is None and self.shutdown_deadline is None:
+                # The init is killed: if the guest cannot report its end (a fork
+                # bomb's processes still hold its output), the VM stops anyway.
+                self.shutdown_deadline = time.monotonic() + KILL_GRACE
+                self.killed = True
+            return {"ok": True}
         self.link.request(Msg.SIGNAL, stream, P.signal_payload(signo, all_),
-                          self._agent_reply(answer, lambda f: {"ok": True}), fail,
+                          self._agent_reply(answer, signalled), fail,
                           stop_vm if fatal else None)
 
     def _stop_vm(self, code: int, why: str) -> None:
@@ -496,6 +505,9 @@ class Sandbox:
         self.link.fail_all("the VM stopped")
         for relay in self.relays.values():
             relay.flush()
+        if self.exit_code is None and self.killed:
+            self.exit_code = KILLED
+            self.move(self.own, Status.STOPPED, KILLED)
         if self.exit_code is None:
             if not self.link.broken:
                 log.error(f"container {self.state.id}: the VM stopped: {self.vm.failure()}")
