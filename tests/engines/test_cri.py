@@ -17,6 +17,7 @@ import urllib.request
 import cri
 import pytest
 from daemons import RUNTIME as CRI_HANDLER
+from daemons import vms_of
 
 pytestmark = pytest.mark.engines
 
@@ -123,20 +124,8 @@ def qemus_of(root: str) -> dict[str, int]:
     out = {}
     for cid in os.listdir(root):
         with open(os.path.join(root, cid, "state.json")) as f:
-            pid = json.load(f)["pid"]
-        out[cid] = sum(1 for p in filter(str.isdigit, os.listdir("/proc"))
-                       if _stat(p).startswith("qemu-system-") and _stat(p).split()[-1] == str(pid))
+            out[cid] = len(vms_of(json.load(f)["pid"]))
     return out
-
-
-def _stat(pid: str) -> str:
-    """"comm ppid" of a process ("" if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    return stat[stat.index("(") + 1:stat.rindex(")")] + " " + stat.rsplit(")", 1)[1].split()[1]
 
 
 def test_two_containers_of_a_pod_share_localhost_in_one_vm(cri_pods, cri_engine):
