@@ -137,11 +137,15 @@ class Tap:
 class Balloon:
     """A virtio balloon: the VM boots with room to grow, and the host sets how
     much of its RAM the guest has (QMP `balloon`); no deflate on OOM, so the
-    guest never takes back on its own what the host withholds."""
+    guest never takes back on its own what the host withholds. `memory_mb`: what
+    the guest has at first (0: all its RAM); a template is saved with its
+    balloon so inflated, so that a VM restored from it starts at that size
+    without the work of inflating (about 0.1 s of the guest's CPU under TCG)."""
+    memory_mb: int = 0
     templatable: ClassVar[bool] = True
 
     def shape(self) -> list[Any]:
-        return ["balloon"]
+        return ["balloon", self.memory_mb]
 
     def args(self) -> list[str]:
         return ["-device", "virtio-balloon-device"]

@@ -46,9 +46,9 @@ from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
-from runv.qemu.cmdline import Console, Device, Machine, Qmp, SerialPort, Share, Tap
+from runv.qemu.cmdline import Balloon, Console, Device, Machine, Qmp, SerialPort, Share, Tap
 
-FORMAT = 3               # bump when what a template holds, or how it is made, changes
+FORMAT = 4               # bump when what a template holds, or how it is made, changes
 FAILED_TTL = 3600.0      # seconds before making a failed shape is tried again
 BOOT_TIMEOUT = 60.0      # the template VM's boot to READY
 SAVE_TIMEOUT = 60.0      # writing the migration stream
@@ -224,8 +224,9 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
     try:
         Handshake.start(vm, BOOT_TIMEOUT)
         boot_s = time.monotonic() - t0
-        # Save it running: a restored VM then runs as soon as it is loaded.
         qmp = QMP(vm.qmp, timeout=SAVE_TIMEOUT)
+        _inflate(qmp, machine)
+        # Save it running: a restored VM then runs as soon as it is loaded.
         path = os.path.join(stage, STATE)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -260,6 +261,21 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
         os.fsync(f.fileno())
     return {"shape": shape(machine, port_name), "size": os.path.getsize(path),
             "boot_s": round(boot_s, 3), "save_s": round(save_s, 3), "created": time.time()}
+
+
+def _inflate(qmp: Any, machine: Machine) -> None:
+    """Give the template's guest what its Balloon says, and wait until it has
+    given up the rest: the pages it gives are not in the stream, and a restored
+    guest has nothing left to inflate."""
+    target = next((d.memory_mb for d in machine.devices if isinstance(d, Balloon)), 0)
+    if not 0 < target < machine.memory_mb:
+        return
+    qmp.execute("balloon", value=target * 2**20)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while int(qmp.execute("query-balloon")["actual"]) > target * 2**20:
+        if time.monotonic() > deadline:
+            raise QemuError(f"the template's balloon did not reach {target} MiB in {BOOT_TIMEOUT:.0f} s")
+        time.sleep(0.01)
 
 
 def _check(machine: Machine, port_name: str, stage: str) -> float:

@@ -80,7 +80,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
                           memory_mb=size.ram_mb, cpus=size.cpus,
                           devices=[*shares, *(nic_device(nic, i, fd)
                                               for i, (nic, fd) in enumerate(zip(nics, taps, strict=True))),
-                                   Balloon()])
+                                   Balloon(size.balloon_mb if size.ram_mb > size.balloon_mb else 0)])
         log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
     except BaseException:
