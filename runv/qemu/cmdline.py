@@ -137,7 +137,10 @@ class Tap:
 class Balloon:
     """A virtio balloon: the VM boots with room to grow, and the host sets how
     much of its RAM the guest has (QMP `balloon`); no deflate on OOM, so the
-    guest never takes back on its own what the host withholds. `memory_mb`: what
+    guest never takes back on its own what the host withholds. With free page
+    reporting, the guest tells QEMU which of its pages are free (in blocks of
+    2 MiB, 2 s after it freed them), and QEMU gives them back to the host: a
+    container that once filled its memory does not keep the host's. `memory_mb`: what
     the guest has at first (0: all its RAM); a template is saved with its
     balloon so inflated, so that a VM restored from it starts at that size
     without the work of inflating (about 0.1 s of the guest's CPU under TCG)."""
@@ -148,7 +151,7 @@ class Balloon:
         return ["balloon", self.memory_mb]
 
     def args(self) -> list[str]:
-        return ["-device", "virtio-balloon-device"]
+        return ["-device", "virtio-balloon-device,free-page-reporting=on"]
 
 
 @dataclass(frozen=True)

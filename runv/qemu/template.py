@@ -48,7 +48,7 @@ from runv.files import write_atomic
 from runv.qemu import vm as qemu_vm
 from runv.qemu.cmdline import Balloon, Console, Device, Machine, Qmp, SerialPort, Share, Tap
 
-FORMAT = 4               # bump when what a template holds, or how it is made, changes
+FORMAT = 5               # bump when what a template holds, or how it is made, changes
 FAILED_TTL = 3600.0      # seconds before making a failed shape is tried again
 BOOT_TIMEOUT = 60.0      # the template VM's boot to READY
 SAVE_TIMEOUT = 60.0      # writing the migration stream

@@ -22,7 +22,7 @@ def test_machine_argv(monkeypatch):
         "-chardev", "socket,id=qmp,fd=6", "-mon", "chardev=qmp,mode=control",
         "-fsdev", "local,id=fs-rootfs,path=/b/rootfs,security_model=none,multidevs=remap,readonly=on",
         "-device", "virtio-9p-device,fsdev=fs-rootfs,mount_tag=rootfs",
-        "-device", "virtio-balloon-device",
+        "-device", "virtio-balloon-device,free-page-reporting=on",
         "-device", "pvpanic", "-action", "panic=exit-failure",  # every machine has it
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]
