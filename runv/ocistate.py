@@ -14,7 +14,8 @@ STATE_FIELDS: dict[str, tuple[type, ...]] = {
     "qemu_pid": _INT, "rootfs": _STR, "created": _STR, "annotations": _DICT,
     "exit_code": _OPT_INT, "accel": _STR, "netns": _STR, "hooks": _DICT, "cgroup": _STR,
     "cgroup_made": (list, type(None)), "qemu_start": _OPT_INT, "netns_path": _STR, "taps": _DICT,
-    "resources": _DICT, "guest_memory_mb": _INT, "guest_ram_mb": _INT, "pod": (bool,), "sandbox": _STR,
+    "resources": _DICT, "guest_memory_mb": _INT, "guest_ram_mb": _INT, "shared_ram": (bool,),
+    "pod": (bool,), "sandbox": _STR,
 }
 
 

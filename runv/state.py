@@ -62,6 +62,7 @@ class State:
     resources: dict[str, Any] = field(default_factory=dict)
     guest_memory_mb: int = 0
     guest_ram_mb: int = 0
+    shared_ram: bool = False  # restored on a shared template's RAM: the balloon never inflates (runv.qemu.sharedram)
     # A pod: `pod`, its VM can take the pod's next containers (runv.qemu.podshare);
     # `sandbox`, the id of the container in whose VM this one runs ("": its own VM)
     pod: bool = False

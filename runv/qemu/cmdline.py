@@ -145,13 +145,14 @@ class Balloon:
     balloon so inflated, so that a VM restored from it starts at that size
     without the work of inflating (about 0.1 s of the guest's CPU under TCG)."""
     memory_mb: int = 0
+    reporting: bool = True  # off with shared guest RAM: QEMU 7.2 would punch holes in the shared file
     templatable: ClassVar[bool] = True
 
     def shape(self) -> list[Any]:
-        return ["balloon", self.memory_mb]
+        return ["balloon", self.memory_mb, self.reporting]
 
     def args(self) -> list[str]:
-        return ["-device", "virtio-balloon-device,free-page-reporting=on"]
+        return ["-device", f"virtio-balloon-device,free-page-reporting={'on' if self.reporting else 'off'}"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,12 @@ class Machine:
     kernel_args: str = KERNEL_ARGS
     devices: list[Device] = field(default_factory=list)
     sandbox: bool = True
+    # Guest RAM on a memfd of a shared template (runv.qemu.sharedram): shared_ram
+    # makes the template's shape; ram_fd (inherited) is mapped shared by the
+    # template's QEMU (ram_share) and private by the VMs restored from it.
+    shared_ram: bool = False
+    ram_fd: int | None = None
+    ram_share: bool = False
 
     def __post_init__(self) -> None:
         # Every VM has one (and so every template's shape names it).
@@ -215,6 +222,11 @@ class Machine:
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", self.kernel, "-initrd", self.initrd, "-append", kernel_args,
         ]
+        if self.ram_fd is not None:
+            share = "on" if self.ram_share else "off"
+            argv += ["-object", f"memory-backend-file,id=ram,size={self.memory_mb}M,"
+                                f"mem-path=/proc/self/fd/{self.ram_fd},share={share}",
+                     "-machine", "memory-backend=ram"]
         for dev in self.devices:
             argv += dev.args()
         if self.sandbox:

@@ -45,6 +45,7 @@ from runv.agent import protocol as P
 from runv.agent.link import Handshake, hello
 from runv.errors import QemuError
 from runv.files import write_atomic
+from runv.qemu import sharedram
 from runv.qemu import vm as qemu_vm
 from runv.qemu.cmdline import Balloon, Console, Device, Machine, Qmp, SerialPort, Share, Tap
 
@@ -54,6 +55,7 @@ BOOT_TIMEOUT = 60.0      # the template VM's boot to READY
 SAVE_TIMEOUT = 60.0      # writing the migration stream
 RESTORE_TIMEOUT = 30.0   # a restored VM running again
 STATE = "state"
+IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 
 
 def root() -> str:
@@ -97,6 +99,7 @@ def shape(machine: Machine, port_name: str = P.PORT_NAME) -> dict[str, Any]:
         "machine": machine.machine_type(),  # a PIT or not: its state is in the stream
         "host": _host_id(machine.accel),
         "memory_mb": machine.memory_mb,
+        "ram": "shared" if machine.shared_ram else "private",  # runv.qemu.sharedram
         "cpus": machine.cpus,
         "kernel_args": machine.kernel_args,
         "devices": [d.shape() for d in devices],
@@ -185,11 +188,11 @@ def _make(machine: Machine, port_name: str, base: str, key: str) -> None:
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
     stage = tempfile.mkdtemp(prefix=f".{key}.", dir=base)
     try:
-        meta = _boot_and_save(machine, port_name, stage)
+        meta = _boot_and_save(machine, port_name, stage, key)
         meta["restore_s"] = _check(machine, port_name, stage)
         meta["key"] = key
         for name in os.listdir(stage):
-            if name != STATE:
+            if name not in (STATE, sharedram.RAM):
                 p = os.path.join(stage, name)
                 shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
         write_atomic(os.path.join(stage, "meta.json"), json.dumps(meta, indent=1), fsync=True)
@@ -215,12 +218,20 @@ def _with_shares(machine: Machine, path: str) -> Machine:
         else d.for_template() if isinstance(d, Tap) else d for d in machine.devices])
 
 
-def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, Any]:
+def _boot_and_save(machine: Machine, port_name: str, stage: str, key: str) -> dict[str, Any]:
     from runv.qemu.qmp import QMP
 
     m = _with_shares(machine, os.path.join(stage, "empty"))
+    ram = sharedram.blank(machine.memory_mb * 2**20, key) if machine.shared_ram else None
+    if ram is not None:
+        m = dataclasses.replace(m, ram_fd=ram, ram_share=True)
     t0 = time.monotonic()
-    vm = qemu_vm.launch(m, port_name, stage)
+    try:
+        vm = qemu_vm.launch(m, port_name, stage, extra_fds=() if ram is None else (ram,))
+    except BaseException:
+        if ram is not None:
+            os.close(ram)
+        raise
     try:
         Handshake.start(vm, BOOT_TIMEOUT)
         boot_s = time.monotonic() - t0
@@ -234,6 +245,8 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
         finally:
             os.close(fd)
         t1 = time.monotonic()
+        if ram is not None:  # the stream leaves out the RAM on the memfd (sharedram.save keeps it)
+            qmp.execute("migrate-set-capabilities", capabilities=[IGNORE_SHARED])
         qmp.execute("migrate", uri="fd:template")
         faultpoint.reached("template.saving")
         while True:
@@ -252,11 +265,15 @@ def _boot_and_save(machine: Machine, port_name: str, stage: str) -> dict[str, An
         except (QemuError, OSError):
             pass
         vm.wait(10)
+        if ram is not None:
+            sharedram.save(ram, os.path.join(stage, sharedram.RAM))
     finally:
         vm.kill()
         vm.agent.close()
         vm.qmp.close()
         os.close(vm.pidfd)
+        if ram is not None:
+            os.close(ram)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
     return {"shape": shape(machine, port_name), "size": os.path.getsize(path),
@@ -293,6 +310,8 @@ def _check(machine: Machine, port_name: str, stage: str) -> float:
         vm.agent.close()
         vm.qmp.close()
         os.close(vm.pidfd)
+        if vm.ram_fd is not None:
+            os.close(vm.ram_fd)
 
 
 def _prune(base: str, keep: str, current: dict[str, Any]) -> None:
@@ -349,17 +368,49 @@ def restore(machine: Machine, template_path: str, port_name: str, state_dir: str
     if made_for != key and not made_for.startswith(f".{key}."):
         os.close(fd)
         raise QemuError(f"template {template_path} was not made for this machine ({key})")
+    ram = None
     try:
+        if machine.shared_ram:
+            ram = sharedram.obtain(os.path.dirname(template_path), key)
+            machine = dataclasses.replace(machine, ram_fd=ram, ram_share=False)
+        # QEMU 7.2 takes x-ignore-shared over QMP only: a shared template's stream waits for it.
         vm = qemu_vm.launch(machine, port_name, state_dir,
-                            extra_args=["-incoming", f"fd:{fd}"], extra_fds=(fd,))
+                            extra_args=["-incoming", f"fd:{fd}" if ram is None else "defer"],
+                            extra_fds=(fd,) if ram is None else (fd, ram))
+    except OSError as e:
+        if ram is not None:
+            os.close(ram)
+        raise QemuError(f"template {template_path}: its shared RAM: {e.strerror}") from None
+    except BaseException:
+        if ram is not None:
+            os.close(ram)
+        raise
     finally:
         os.close(fd)
+    vm.ram_fd = ram  # the caller holds it for as long as the VM runs (sharedram.hold)
     try:
+        if ram is not None:
+            _incoming(vm, fd)
         greet(vm)
     except BaseException:
         vm.kill()
+        if ram is not None:
+            os.close(ram)
         raise
     return vm
+
+
+def _incoming(vm: qemu_vm.VM, fd: int) -> None:
+    """Load a shared template's stream (QEMU's fd `fd`): its RAM is already mapped."""
+    from runv.qemu.qmp import QMP
+
+    qmp = QMP(vm.qmp, timeout=RESTORE_TIMEOUT)
+    try:
+        qmp.execute("migrate-set-capabilities", capabilities=[IGNORE_SHARED])
+        qmp.execute("migrate-incoming", uri=f"fd:{fd}")
+    except (QemuError, OSError) as e:
+        vm.wait(2.0)
+        raise QemuError(f"restoring the VM failed: {vm.failure() if vm.exited() else e}") from None
 
 
 def greet(vm: qemu_vm.VM, timeout: float = RESTORE_TIMEOUT) -> None:

@@ -28,6 +28,7 @@ class VM:
     log_path: str
     console_path: str
     logs: Drain | None = None
+    ram_fd: int | None = None  # a shared template's RAM (runv.qemu.sharedram), held while the VM runs
 
     @property
     def pid(self) -> int:

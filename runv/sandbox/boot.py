@@ -76,13 +76,17 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     try:
         faultpoint.reached("shim.network")
         taps = _open_taps(nics)
+        # A pod's VM resizes its balloon as members come and go: its RAM is never shared.
+        shared = os.environ.get("RUNV_TEMPLATES") == "shared" and not is_pod_sandbox(state.annotations or {})
         machine = Machine(a.qemu, a.kernel, a.initrd, accel=accel.accel,
-                          memory_mb=size.ram_mb, cpus=size.cpus,
+                          memory_mb=size.ram_mb, cpus=size.cpus, shared_ram=shared,
                           devices=[*shares, *(nic_device(nic, i, fd)
                                               for i, (nic, fd) in enumerate(zip(nics, taps, strict=True))),
-                                   Balloon(size.balloon_mb if size.ram_mb > size.balloon_mb else 0)])
+                                   Balloon(size.balloon_mb if size.ram_mb > size.balloon_mb else 0,
+                                           reporting=not shared)])
         log.debug(f"qemu: {' '.join(machine.argv())}")
         vm = _restore_or_boot(machine, sd)
+        state.shared_ram = vm.ram_fd is not None
     except BaseException:
         leave_network(nics)
         raise
@@ -135,8 +139,9 @@ def nic_device(nic: Nic, index: int, fd: int) -> Tap:
 
 def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:
     """Restore the VM from a template of its shape (made on first use), or boot it.
-    RUNV_TEMPLATES=0 always boots."""
-    from runv.qemu import template
+    RUNV_TEMPLATES=0 always boots; =shared restores on RAM shared between VMs
+    (runv.qemu.sharedram), which the shim then holds."""
+    from runv.qemu import sharedram, template
     from runv.qemu import vm as qemu_vm
 
     tpl = template.ensure(machine) if os.environ.get("RUNV_TEMPLATES") != "0" else None
@@ -144,6 +149,8 @@ def _restore_or_boot(machine: Machine, sd: StateDir) -> VM:
         try:
             vm = template.restore(machine, tpl, P.PORT_NAME, sd.path)
             log.debug(f"restored from {tpl}")
+            if vm.ram_fd is not None:
+                sharedram.hold(os.path.dirname(tpl), vm.ram_fd)
             return vm
         except QemuError as e:
             log.debug(f"template {tpl} failed ({e}): booting")

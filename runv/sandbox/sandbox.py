@@ -443,6 +443,11 @@ class Sandbox:
         try:
             if self.qmp is None:
                 self.qmp = QMP(self.vm.qmp)
+            if self.state.shared_ram and target < (self._balloon_actual_mb() or 0):
+                # QEMU 7.2 cannot give back pages of a private file mapping (it would
+                # punch holes in the shared, sealed RAM, and fails): the guest
+                # cgroup's cap alone holds the container to its new limit.
+                return
             self.qmp.execute("balloon", value=target * 2**20)
         except (QemuError, OSError) as e:
             log.error(f"container {self.state.id}: the balloon did not take {target} MiB: {e}")
