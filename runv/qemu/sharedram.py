@@ -98,6 +98,7 @@ def _from_holder(template_dir: str, key: str, size: int) -> int | None:
         names = os.listdir(holders)
     except OSError:
         return None
+    found = None
     for name in names:
         pid_text, _, start = name.partition(".")
         if not (pid_text.isdigit() and start.isdigit()):
@@ -105,7 +106,9 @@ def _from_holder(template_dir: str, key: str, size: int) -> int | None:
         pid = int(pid_text)
         record = os.path.join(holders, name)
         if proc.start_time(pid) != int(start):
-            _unlink(record)  # that shim is gone
+            _unlink(record)  # that shim is gone: every such record goes, not only those before a live one
+            continue
+        if found is not None:
             continue
         try:
             with open(record) as f:
@@ -114,9 +117,10 @@ def _from_holder(template_dir: str, key: str, size: int) -> int | None:
         except (OSError, ValueError):
             continue
         if proc.start_time(pid) == int(start) and sealed(fd, key, size):
-            return fd
-        os.close(fd)
-    return None
+            found = fd
+        else:
+            os.close(fd)
+    return found
 
 
 def _sealed_copy(path: str, key: str, size: int) -> int:
