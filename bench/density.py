@@ -2,8 +2,10 @@
 """Density: N idle containers (`sleep 3600`, `runv run -d`, one after another,
 under a private --root), then what they cost the host while they sit idle.
 
-    bench/density.py [N] [--idle-seconds S] [--execs K]
+    bench/density.py [N] [--idle-seconds S] [--execs K] [--templates private,shared]
 
+Each template mode in --templates (private, the default one, and shared:
+RUNV_TEMPLATES=shared) is measured in turn, side by side in one run.
 Prints the PSS of everything runv runs for a container (the shim's whole process
 tree: shim, QEMU, helpers), the drop of MemAvailable per container, the CPU
 taken while all idle (the containers' trees, and the whole host, as % of one
@@ -116,15 +118,16 @@ class Bench:
         return times
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("n", type=int, nargs="?", default=10)
-    ap.add_argument("--idle-seconds", type=float, default=10.0)
-    ap.add_argument("--execs", type=int, default=3)
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
+MODES = {"private": None, "shared": "shared"}  # RUNV_TEMPLATES for each (docs/security.md)
 
-    rows: list[tuple[str, str]] = []
+
+def measure(n: int, idle_seconds: float, nexecs: int, mode: str) -> tuple[list[tuple[str, str]], bool]:
+    """The table's rows for N containers in one template mode, and whether anything was left."""
+    env = MODES[mode]
+    if env:
+        os.environ["RUNV_TEMPLATES"] = env
+    else:
+        os.environ.pop("RUNV_TEMPLATES", None)
     with tempfile.TemporaryDirectory(prefix="runv-density-") as tmp:
         root = os.path.join(tmp, "root")
         runv_testlib.ROOTS.append(root)
@@ -133,49 +136,72 @@ def main() -> int:
         bench = Bench(root, bundle)
         try:
             avail0 = runv_testlib.mem_available_kb()
-            bench.start(args.n)
+            bench.start(n)
             time.sleep(2)  # the last one settles
             trees = bench.trees()
             pss = [sum(pss_kb(p) for p in t) for t in trees]
-            drop = (avail0 - runv_testlib.mem_available_kb()) / args.n
+            drop = (avail0 - runv_testlib.mem_available_kb()) / n
 
             pids = [p for t in trees for p in t]
             c0, (h0, _) = cpu_ticks(pids), host_busy_ticks()
-            time.sleep(args.idle_seconds)
+            time.sleep(idle_seconds)
             c1, (h1, _) = cpu_ticks(pids), host_busy_ticks()
-            ours = (c1 - c0) / TICKS / args.idle_seconds * 100
-            host = (h1 - h0) / TICKS / args.idle_seconds * 100
+            ours = (c1 - c0) / TICKS / idle_seconds * 100
+            host = (h1 - h0) / TICKS / idle_seconds * 100
 
-            picks = sorted({0, args.n // 2, args.n - 1})[:args.execs]
+            picks = sorted({0, n // 2, n - 1})[:nexecs]
             execs = [timed([RUNV, "--root", root, "exec", bench.ids[i], "true"]) for i in picks]
             deletes = bench.delete_all()
-        except RuntimeError as e:
-            print(f"\n{e}", file=sys.stderr)
-            return 1
         finally:
             bench.delete_all()
         leaks = runv_testlib.leaks(before, markers=[root])
 
     mib = 1024
     s = bench.starts
-    rows += [
-        ("containers", f"{args.n}"),
+    return [
+        ("containers", f"{n}"),
         ("PSS per container (shim tree)", f"median {statistics.median(pss) / mib:.1f} MiB, "
                                           f"mean {statistics.mean(pss) / mib:.1f}, max {max(pss) / mib:.1f}"),
         ("MemAvailable drop per container", f"{drop / mib:.1f} MiB"),
-        (f"idle CPU, the containers ({args.idle_seconds:.0f} s)", f"{ours:.1f}% of one core "
-                                                                  f"({ours / args.n:.2f}% each)"),
+        (f"idle CPU, the containers ({idle_seconds:.0f} s)", f"{ours:.1f}% of one core "
+                                                             f"({ours / n:.2f}% each)"),
         ("idle CPU, the whole host", f"{host:.1f}% of one core"),
         ("start: first, median, last", f"{s[0]:.2f}, {statistics.median(s):.2f}, {s[-1]:.2f} s "
                                        f"(last/first {s[-1] / s[0]:.2f})"),
         ("exec true: " + ", ".join(f"#{i + 1}" for i in picks), ", ".join(f"{t:.2f}" for t in execs) + " s"),
         ("delete: median, max", f"{statistics.median(deletes):.2f}, {max(deletes):.2f} s"),
         ("leftovers", "; ".join(leaks) or "none"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:{width}}  {v}")
-    return 1 if leaks else 0
+    ], bool(leaks)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("n", type=int, nargs="?", default=10)
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--execs", type=int, default=3)
+    ap.add_argument("--templates", default="private,shared",
+                    help="the template modes to measure, one after the other: private (the default "
+                         "runv runs with), shared (RUNV_TEMPLATES=shared)")
+    args = ap.parse_args()
+    modes = [m for m in args.templates.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error(f"--templates: a comma-separated list of {', '.join(MODES)}")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
+
+    tables, leaked = [], False
+    for mode in modes:
+        try:
+            rows, leaks = measure(args.n, args.idle_seconds, args.execs, mode)
+        except RuntimeError as e:
+            print(f"\n{mode}: {e}", file=sys.stderr)
+            return 1
+        tables.append(rows)
+        leaked |= leaks
+    width = max(len(k) for k, _ in tables[0])
+    print(f"{'templates':{width}}  " + "  |  ".join(f"{m:40}" for m in modes))
+    for i, (k, _) in enumerate(tables[0]):
+        print(f"{k:{width}}  " + "  |  ".join(f"{t[i][1]:40}" for t in tables))
+    return 1 if leaked else 0
 
 
 if __name__ == "__main__":
