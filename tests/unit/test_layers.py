@@ -20,7 +20,8 @@ RUNV = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 LAYERS = [  # lowest first
     {"runv", "runv.errors", "runv.log", "runv.files", "runv.guest_text", "runv.faultpoint", "runv.daemon",
      "runv.tinyjson"},
-    {"runv.agent", "runv.oci", "runv.host", "runv.qemu", "runv.state", "runv.status", "runv.ocistate"},
+    {"runv.agent", "runv.oci", "runv.host", "runv.host.rtnetlink", "runv.qemu", "runv.state", "runv.status",
+     "runv.ocistate"},
     {"runv.sandbox"},
     {"runv.container", "runv.launch", "runv.exec", "runv.orphan", "runv.foreground", "runv.member"},
     {"runv.commands", "runv.cli", "runv.fast"},
