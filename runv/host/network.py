@@ -31,10 +31,12 @@ The shim opens each tap (`open_tap`) and hands the fd to QEMU, `-netdev tap,fd=N
 and `-device virtio-net-device,mac=<veth mac>` (runv.sandbox.boot.nic_device): QEMU, in its
 jail, has neither /dev/net/tun nor NET_ADMIN.
 
-pyroute2 is imported inside the functions: it costs ~0.4 s, and the light
-commands (`state`, `kill`, ...) must not pay for it. The shim runs setup() and
-teardown() in a forked child (`apart`): pyroute2's 20 MiB would stay in the
-long-lived shim for as long as its container runs.
+The netlink work goes through runv.host.rtnetlink, a plain NETLINK_ROUTE
+socket and `struct` (pyroute2 took 130+ ms to import, on every start and again
+at teardown). It is imported inside the functions all the same, so the light
+commands (`state`, `kill`, ...) load nothing of it. The shim runs setup() and
+teardown() in a forked child (`apart`), so that nothing of the namespace's
+work stays in the long-lived shim.
 """
 from __future__ import annotations
 
@@ -45,9 +47,12 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runv.errors import RunvError
+
+if TYPE_CHECKING:
+    from runv.host.rtnetlink import IfAddress, Link, Rtnl
 
 TAP_SUFFIX = "_runv"
 
@@ -61,7 +66,7 @@ IFF_VNET_HDR = 0x4000
 ETH_P_ALL = 0x0003
 ARPHRD_ETHER = 1
 IFF_LOOPBACK = 0x8
-INGRESS_HANDLE = 0xFFFF0000
+AF_INET, AF_INET6 = 2, 10
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
@@ -141,82 +146,74 @@ def open_tap(name: str) -> int:
 
 # ---------------------------------------------------------------- reading the namespace
 
-def _kind(link: Any) -> str | None:
-    info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
-
-
-def _candidates(ipr: Any) -> list[Any]:
+def _candidates(rt: Rtnl) -> list[Link]:
     """The namespace's NICs, in index order: not lo, not a tunnel's fallback, not ours."""
     found = []
-    for link in ipr.get_links():
-        name = link.get_attr("IFLA_IFNAME")
-        if link["flags"] & IFF_LOOPBACK or link["ifi_type"] != ARPHRD_ETHER:
+    for link in rt.links():
+        if link.flags & IFF_LOOPBACK or link.type != ARPHRD_ETHER:
             continue
-        if name.endswith(TAP_SUFFIX) or _kind(link) in SKIP_KINDS:
+        if link.name.endswith(TAP_SUFFIX) or link.kind in SKIP_KINDS:
             continue
         found.append(link)
-    return sorted(found, key=lambda link: link["index"])
+    return sorted(found, key=lambda link: link.ifindex)
+
+
+def _taps(rt: Rtnl) -> list[Link]:
+    return [link for link in rt.links() if link.name.endswith(TAP_SUFFIX)]
 
 
 def _is_link_local6(address: str) -> bool:
     return address.lower().startswith(("fe8", "fe9", "fea", "feb"))
 
 
-def _addresses(ipr: Any, index: int) -> list[tuple[Address, Any]]:
+def _addresses(rt: Rtnl, index: int) -> list[tuple[Address, IfAddress]]:
     out = []
-    for msg in ipr.get_addr(index=index):
-        family = {2: 4, 10: 6}.get(msg["family"])
-        address = msg.get_attr("IFA_ADDRESS")
-        if family is None or address is None:
+    for msg in rt.addresses(index):
+        family = {AF_INET: 4, AF_INET6: 6}.get(msg.family)
+        if family is None or msg.address is None:
             continue
-        out.append((Address(family, address, msg["prefixlen"]), msg))
+        out.append((Address(family, msg.address, msg.prefixlen), msg))
     return out
 
 
-def _routes(ipr: Any, index: int) -> list[Route]:
+def _routes(rt: Rtnl, index: int) -> list[Route]:
     routes = []
-    for family, af in ((4, 2), (6, 10)):
-        for msg in ipr.get_routes(family=af):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST or msg["proto"] == RTPROT_KERNEL:
+    for family, af in ((4, AF_INET), (6, AF_INET6)):
+        for msg in rt.routes(af):
+            if msg.table != RT_TABLE_MAIN or msg.type != RTN_UNICAST or msg.proto == RTPROT_KERNEL:
                 continue
-            gateway = msg.get_attr("RTA_GATEWAY")
-            oif = msg.get_attr("RTA_OIF")
-            if oif is None:  # multipath: keep it if one of its hops leaves here
-                hops = msg.get_attr("RTA_MULTIPATH") or []
-                hop = next((h for h in hops if h["oif"] == index), None)
+            gateway = msg.gateway
+            if msg.oif is None:  # multipath: keep it if one of its hops leaves here
+                hop = next((h for h in msg.hops if h.ifindex == index), None)
                 if hop is None:
                     continue
-                gateway = hop.get_attr("RTA_GATEWAY")
-            elif oif != index:
+                gateway = hop.gateway
+            elif msg.oif != index:
                 continue
-            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 4 else "::")
+            dst = msg.dst or ("0.0.0.0" if family == 4 else "::")
             if family == 6 and (_is_link_local6(dst) or dst.lower().startswith("ff")):
                 continue
-            routes.append(Route(family, dst, msg["dst_len"], gateway, msg["proto"]))
+            routes.append(Route(family, dst, msg.dst_len, gateway, msg.proto))
     # Link routes first: a gateway must be reachable before a route can use it.
     return sorted(routes, key=lambda r: (r.gateway is not None, r.family, -r.prefixlen))
 
 
 # ---------------------------------------------------------------- tc
 
-def _add_ingress(ipr: Any, index: int) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
+def _add_ingress(rt: Rtnl, index: int) -> None:
+    from runv.host.rtnetlink import NetlinkError
 
     try:
-        ipr.tc("add", "ingress", index, INGRESS_HANDLE)
+        rt.add_ingress(index)
     except NetlinkError as e:
         if e.code != errno.EEXIST:
             raise
 
 
-def _redirect(ipr: Any, src: int, dst: int) -> None:
-    """tc filter add dev SRC parent ffff: protocol all u32 match u32 0 0
+def _redirect(rt: Rtnl, src: int, dst: int) -> None:
+    """tc filter add dev SRC parent ffff: protocol all prio FILTER_PRIO u32 match u32 0 0
        action mirred egress redirect dev DST"""
-    ipr.tc("add-filter", "u32", src, parent=INGRESS_HANDLE, protocol=ETH_P_ALL,
-           prio=FILTER_PRIO, target=0, keys=["0x0/0x0+0"],
-           action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": dst})
+    rt.add_redirect(src, dst, FILTER_PRIO, ETH_P_ALL)
 
 
 # ---------------------------------------------------------------- setup and teardown
@@ -250,54 +247,53 @@ def setup() -> list[Nic]:
     if in_host_namespace():
         raise NetworkError("the container has no network namespace of its own; "
                            "a VM cannot share the host's network (--network host)")
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from runv.host.rtnetlink import NetlinkError, Rtnl
 
     nics: list[Nic] = []
-    with IPRoute() as ipr:
-        taps = [link for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]
-        if any(link.get_attr("IFLA_CARRIER") for link in taps):
+    with Rtnl() as rt:
+        taps = _taps(rt)
+        if any(link.carrier for link in taps):
             # A QEMU holds one: another VM took this namespace's NICs (a second
             # container in a shared namespace, say). Its NICs cannot be had twice.
             raise NetworkError("the network namespace is already joined to another container's VM")
         if taps:  # left by a shim that died before its teardown: undo that setup first
-            _teardown(ipr, _leftovers(ipr))
+            _teardown(rt, _leftovers(rt))
         current = ""
         try:
-            for n, link in enumerate(_candidates(ipr)):
-                index = link["index"]
-                current = link.get_attr("IFLA_IFNAME")
-                addresses = _addresses(ipr, index)
-                nic = Nic(ifname=current, tap=f"tap{n}{TAP_SUFFIX}",
-                          mac=link.get_attr("IFLA_ADDRESS"), mtu=link.get_attr("IFLA_MTU"),
+            for n, link in enumerate(_candidates(rt)):
+                index = link.ifindex
+                current = link.name
+                addresses = _addresses(rt, index)
+                nic = Nic(ifname=current, tap=f"tap{n}{TAP_SUFFIX}", mac=link.mac or "", mtu=link.mtu or 0,
                           addresses=[a for a, _ in addresses
                                      if not (a.family == 6 and _is_link_local6(a.address))],
-                          routes=_routes(ipr, index))
+                          routes=_routes(rt, index))
                 if not nic.addresses and not nic.routes:
                     # A namespace that outlived an earlier VM whose shim died
                     # before its teardown: the veth's alias remembers its config.
-                    nic.addresses, nic.routes = _from_alias(link.get_attr("IFLA_IFALIAS"))
+                    nic.addresses, nic.routes = _from_alias(link.alias)
                 _make_tap(nic.tap)
                 nics.append(nic)
-                tap = ipr.link_lookup(ifname=nic.tap)[0]
-                ipr.link("set", index=tap, mtu=nic.mtu, state="up")
-                ipr.link("set", index=index, state="up")
-                _add_ingress(ipr, tap)
-                _add_ingress(ipr, index)
-                _redirect(ipr, index, tap)
-                _redirect(ipr, tap, index)
+                tap = rt.link_index(nic.tap)
+                if tap is None:
+                    raise NetlinkError(errno.ENODEV)
+                rt.set_link(tap, mtu=nic.mtu, up=True)
+                rt.set_link(index, up=True)
+                _add_ingress(rt, tap)
+                _add_ingress(rt, index)
+                _redirect(rt, index, tap)
+                _redirect(rt, tap, index)
                 # The guest owns the addresses now (and with them the routes, read
                 # above); teardown() puts them back.
                 alias = _to_alias(nic)
                 if alias:
-                    ipr.link("set", index=index, ifalias=alias)
-                for a, msg in addresses:
+                    rt.set_link(index, alias=alias)
+                for a, _ in addresses:
                     if a.family == 6 and _is_link_local6(a.address):
                         continue  # the kernel's own; the guest makes its own too
-                    ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"),
-                             prefixlen=msg["prefixlen"])
+                    rt.del_address(index, a.address, a.prefixlen)
         except (NetlinkError, OSError) as e:
-            _teardown(ipr, nics)
+            _teardown(rt, nics)
             reason = os.strerror(e.code) if isinstance(e, NetlinkError) else e.strerror
             raise NetworkError(f"cannot join {current or 'the container network'} to the VM: {reason}") from None
     return nics
@@ -349,12 +345,12 @@ def teardown(nics: list[Nic] | None = None) -> None:
     stood for and give those back their addresses and routes. With nics None, every
     `*_runv` tap of the namespace goes, and the config comes from the interfaces'
     aliases. Safe to repeat."""
-    from pyroute2 import IPRoute
+    from runv.host.rtnetlink import Rtnl
 
-    with IPRoute() as ipr:
+    with Rtnl() as rt:
         if nics is None:
-            nics = _leftovers(ipr)
-        _teardown(ipr, nics)
+            nics = _leftovers(rt)
+        _teardown(rt, nics)
 
 
 ANY_TAP = "*"  # recorded while setup() runs: every `*_runv` tap of the namespace is the shim's
@@ -365,38 +361,34 @@ def teardown_recorded(taps: dict[str, str]) -> None:
     take down itself (it died): the interfaces' config comes from their aliases.
     ANY_TAP (the shim died during setup()): all of the namespace's leftovers,
     unless a live QEMU holds a tap there (setup() would have refused it)."""
-    from pyroute2 import IPRoute
+    from runv.host.rtnetlink import Rtnl
 
-    with IPRoute() as ipr:
-        found = _leftovers(ipr)
+    with Rtnl() as rt:
+        found = _leftovers(rt)
         if ANY_TAP in taps:
-            if any(link.get_attr("IFLA_CARRIER") for link in ipr.get_links()
-                   if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)):
+            if any(link.carrier for link in _taps(rt)):
                 return
         else:
             found = [n for n in found if n.tap in taps or n.ifname in taps.values()]
-        _teardown(ipr, found)
+        _teardown(rt, found)
 
 
-def _leftovers(ipr: Any) -> list[Nic]:
-    nics = [Nic(ifname="", tap=link.get_attr("IFLA_IFNAME"), mac="", mtu=0)
-            for link in ipr.get_links() if link.get_attr("IFLA_IFNAME").endswith(TAP_SUFFIX)]
-    for link in _candidates(ipr):
-        alias = link.get_attr("IFLA_IFALIAS")
-        if _redirects(ipr, link["index"]) or (alias or "").startswith(ALIAS_PREFIX):
-            addresses, routes = _from_alias(alias)
-            nics.append(Nic(ifname=link.get_attr("IFLA_IFNAME"), tap="", mac="", mtu=0,
-                            addresses=addresses, routes=routes))
+def _leftovers(rt: Rtnl) -> list[Nic]:
+    nics = [Nic(ifname="", tap=link.name, mac="", mtu=0) for link in _taps(rt)]
+    for link in _candidates(rt):
+        if _redirects(rt, link.ifindex) or (link.alias or "").startswith(ALIAS_PREFIX):
+            addresses, routes = _from_alias(link.alias)
+            nics.append(Nic(ifname=link.name, tap="", mac="", mtu=0, addresses=addresses, routes=routes))
     return nics
 
 
-def _redirects(ipr: Any, index: int) -> bool:
+def _redirects(rt: Rtnl, index: int) -> bool:
     """Does the interface carry an ingress qdisc (ours, or at least one like it)?"""
-    return any(q.get_attr("TCA_KIND") == "ingress" for q in ipr.get_qdiscs(index=index))
+    return any(q.kind == "ingress" for q in rt.qdiscs(index))
 
 
-def _teardown(ipr: Any, nics: list[Nic]) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
+def _teardown(rt: Rtnl, nics: list[Nic]) -> None:
+    from runv.host.rtnetlink import NetlinkError
 
     def tolerant(call: Any, *args: Any, ok: tuple[int, ...] = (errno.ENODEV, errno.ENOENT, errno.EINVAL, errno.EEXIST,
                                   errno.EADDRNOTAVAIL, errno.ENETUNREACH), **kwargs: Any) -> None:
@@ -407,23 +399,21 @@ def _teardown(ipr: Any, nics: list[Nic]) -> None:
                 raise
 
     for nic in nics:
-        if nic.tap and ipr.link_lookup(ifname=nic.tap):
-            tolerant(ipr.link, "del", index=ipr.link_lookup(ifname=nic.tap)[0])
-        found = ipr.link_lookup(ifname=nic.ifname) if nic.ifname else []
-        if not found:
+        tap = rt.link_index(nic.tap) if nic.tap else None
+        if tap is not None:
+            tolerant(rt.del_link, tap)
+        index = rt.link_index(nic.ifname) if nic.ifname else None
+        if index is None:
             continue
-        index = found[0]
-        if _redirects(ipr, index):
-            tolerant(ipr.tc, "del", "ingress", index, INGRESS_HANDLE)
-        present = {(a.address, a.prefixlen) for a, _ in _addresses(ipr, index)}
+        if _redirects(rt, index):
+            tolerant(rt.del_ingress, index)
+        present = {(a.address, a.prefixlen) for a, _ in _addresses(rt, index)}
         for a in nic.addresses:
             if (a.address, a.prefixlen) not in present:
-                tolerant(ipr.addr, "add", index=index, address=a.address, prefixlen=a.prefixlen)
+                tolerant(rt.add_address, index, a.address, a.prefixlen)
         for r in nic.routes:
-            kwargs: dict[str, Any] = {"gateway": r.gateway} if r.gateway else {}
-            tolerant(ipr.route, "add", dst=f"{r.dst}/{r.prefixlen}", oif=index, proto=r.proto,
-                     family=2 if r.family == 4 else 10, **kwargs)
-        tolerant(ipr.link, "set", index=index, ifalias="")
+            tolerant(rt.add_route, r.dst, r.prefixlen, index, r.gateway, r.proto)
+        tolerant(rt.set_link, index, alias="")
 
 
 # ---------------------------------------------------------------- the veth's memory

@@ -36,7 +36,7 @@ def stop_qemu(state: State) -> None:
 
 def leave_network(netns_path: str, taps: dict[str, str]) -> None:
     """In a child that joins the namespace: the taps go, the interfaces get
-    their addresses and routes back. pyroute2 is imported in the child only."""
+    their addresses and routes back. The netlink code is imported in the child only."""
     pid = os.fork()
     if pid == 0:
         code = 1

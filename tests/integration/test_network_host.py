@@ -7,6 +7,7 @@ a forked child that has setns()'d into "ct", as the shim runs in it.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import select
@@ -282,10 +283,23 @@ def test_a_namespace_already_joined_to_a_vm_is_refused(netns):
 
 
 def test_import_stays_light():
-    """`runv state` and friends import runv modules freely: this one must not pull pyroute2."""
-    code = "import sys, runv.host.network; print('pyroute2' in sys.modules)"
+    """`runv state` and friends import runv modules freely: this one must not pull
+    pyroute2, nor even the netlink code."""
+    code = "import sys, runv.host.network; print([m for m in ('pyroute2', 'runv.host.rtnetlink') if m in sys.modules])"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "[]\n"), r.stderr
+
+
+def test_setup_and_teardown_load_no_pyroute2(netns):
+    """The helper the shim forks for them, on the critical path of every start:
+    a plain netlink socket, not pyroute2's 130 ms import."""
+    ct, _ = netns
+    code = ("import sys; from runv.host import network; network.teardown(network.setup()); "
+            "print('pyroute2' in sys.modules)")
+    r = subprocess.run(["ip", "netns", "exec", ct, sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert (r.returncode, r.stdout) == (0, "False\n"), r.stderr
+    assert_restored(ct)
 
 
 def test_refuses_the_host_namespace(netns, monkeypatch):
@@ -300,6 +314,132 @@ def test_refuses_the_host_namespace(netns, monkeypatch):
         in_netns(ct, network.setup)
     assert link_names(ct) == ["eth0", "lo"]
     assert CT_ADDR in ip("-n", ct, "-o", "addr", "show", "dev", "eth0")
+
+
+# ---------------------------------------------------------------- the namespace as it was
+
+def _ip_json(ns: str, *args: str) -> list:
+    return json.loads(ip("-n", ns, "-j", *args) or "[]")
+
+
+def snapshot(ns: str) -> dict:
+    """What `ip -j` and `tc -j` say of the namespace: its links, addresses, routes
+    (every table, both families) and qdiscs, less what changes by itself (counters,
+    DAD's progress). An IPv6 address given back goes through DAD (the fixture's
+    was added `nodad`), and has its local route only once that is done: wait for it."""
+    deadline = time.monotonic() + 60
+    while ip("-n", ns, "-6", "addr", "show", "tentative").strip():
+        assert time.monotonic() < deadline, ip("-n", ns, "-6", "addr", "show")
+        time.sleep(0.1)
+    links = [{k: v for k, v in link.items() if k not in ("stats", "stats64")} for link in _ip_json(ns, "link", "show")]
+    addresses = {a["ifname"]: sorted((i["family"], i["local"], i["prefixlen"], i.get("scope"))
+                                     for i in a.get("addr_info", []))
+                 for a in _ip_json(ns, "addr", "show")}
+    routes = {family: sorted(map(json.dumps, _ip_json(ns, family, "route", "show", "table", "all")))
+              for family in ("-4", "-6")}
+    qdiscs = json.loads(tc_in(ns, "-j", "qdisc", "show") or "[]")
+    return {"links": links, "addresses": addresses, "routes": routes, "qdiscs": qdiscs}
+
+
+@pytest.fixture
+def netns_more(netns):
+    """netns, with link routes and IPv6 routes on eth0 too."""
+    ct, peer = netns
+    ip("-n", ct, "route", "add", "10.50.0.0/16", "dev", "eth0")
+    ip("-n", ct, "route", "add", "fd43::/64", "dev", "eth0")
+    ip("-n", ct, "route", "add", "fd44::/64", "via", "fd42:7::1", "proto", "static")
+    yield ct, peer
+
+
+def test_setup_then_teardown_leaves_the_namespace_as_it_was(netns_more):
+    """Links, addresses, routes and qdiscs, as ip and tc show them. (A link route
+    comes back with scope link, as `ip route add` makes it: pyroute2 gave it back
+    with scope global.)"""
+    ct, _ = netns_more
+    before = snapshot(ct)
+    nics = in_netns(ct, network.setup)
+    assert snapshot(ct) != before
+    assert [str(r) for r in nics[0].routes] == [
+        "10.50.0.0/16", "fd43::/64", "10.99.0.0/16 via 10.213.7.254", f"0.0.0.0/0 via {PEER_ADDR}",
+        "fd44::/64 via fd42:7::1"]
+    in_netns(ct, network.teardown, nics)
+    assert snapshot(ct) == before
+
+
+def test_teardown_from_the_alias_alone_leaves_the_namespace_as_it_was(netns_more):
+    ct, _ = netns_more
+    before = snapshot(ct)
+    in_netns(ct, network.setup)
+    in_netns(ct, network.teardown)
+    assert snapshot(ct) == before
+
+
+def _redirect_filters(ns: str, dev: str) -> list[tuple]:
+    """(kind, protocol, pref, match, action) of each filter with an action on DEV's ingress."""
+    found = []
+    for f in json.loads(tc_in(ns, "-j", "filter", "show", "dev", dev, "ingress")):
+        options = f.get("options", {})
+        for action in options.get("actions", []):
+            match = options.get("match", {})
+            found.append((f["kind"], f["protocol"], f["pref"], (match.get("value"), match.get("mask"), match.get("off")),
+                          (action["kind"], action["mirred_action"], action["direction"], action["to_dev"],
+                           action["control_action"]["type"])))
+    return found
+
+
+def test_the_filters_are_u32_redirects_to_the_other_device(netns):
+    ct, _ = netns
+    in_netns(ct, network.setup)
+    assert _redirect_filters(ct, "eth0") == [
+        ("u32", "all", network.FILTER_PRIO, ("0", "0", 0), ("mirred", "redirect", "egress", "tap0_runv", "stolen"))]
+    assert _redirect_filters(ct, "tap0_runv") == [
+        ("u32", "all", network.FILTER_PRIO, ("0", "0", 0), ("mirred", "redirect", "egress", "eth0", "stolen"))]
+
+
+# ---------------------------------------------------------------- rtnetlink itself
+
+def _kernel_says() -> dict:
+    """What the kernel answers runv.host.rtnetlink for eth0 of ct, and the errnos of
+    requests it refuses."""
+    from runv.host.rtnetlink import NetlinkError, Rtnl
+
+    def code(fn, *args):
+        try:
+            fn(*args)
+        except NetlinkError as e:
+            return e.code
+        return 0
+
+    with Rtnl() as rt:
+        index = rt.link_index("eth0")
+        link = next(link for link in rt.links() if link.ifindex == index)
+        return {
+            "link": (link.name, link.mtu, link.kind, link.carrier, link.type),
+            "addresses": sorted((a.address, a.prefixlen) for a in rt.addresses(index) if a.family in (2, 10)),
+            "routes": {(r.dst, r.dst_len, r.gateway) for r in rt.routes(2) if r.table == 254 and r.oif == index},
+            "missing": rt.link_index("eth9"),
+            "again": code(rt.add_address, index, CT_ADDR, PREFIX),
+            "no such link": code(rt.del_link, 99999),
+            "unreachable": code(rt.add_route, "10.77.0.0", 16, index, "10.66.0.1"),
+            "no such address": code(rt.del_address, index, "10.213.7.99", 24),
+            "no ingress": code(rt.del_ingress, index),
+        }
+
+
+def test_rtnetlink_reads_what_ip_shows_and_errors_carry_the_errno(netns):
+    import errno
+
+    ct, _ = netns
+    said = in_netns(ct, _kernel_says)
+    assert said["link"] == ("eth0", 1400, "veth", True, 1)
+    assert (CT_ADDR, PREFIX) in said["addresses"] and (CT_ADDR6, 64) in said["addresses"]
+    assert said["routes"] == {(None, 0, PEER_ADDR), ("10.213.7.0", PREFIX, None), ("10.99.0.0", 16, "10.213.7.254")}
+    assert said["missing"] is None
+    assert said["again"] == errno.EEXIST
+    assert said["no such link"] == errno.ENODEV
+    assert said["unreachable"] == errno.ENETUNREACH
+    assert said["no such address"] == errno.EADDRNOTAVAIL
+    assert said["no ingress"] in (errno.ENOENT, errno.EINVAL)
 
 
 # ---------------------------------------------------------------- through runv
