@@ -44,6 +44,9 @@ install: venv
 		"#!%s -S\nimport sys\nsys.path[1:1] = [%r, %r]\nfrom runv.fast import entry\nentry()\n" \
 		% (sys.executable, sys.argv[2], sysconfig.get_path("purelib")))' $(BIN_DIR)/runv.new $(CURDIR)
 	@chmod 755 $(BIN_DIR)/runv.new && mv $(BIN_DIR)/runv.new $(BIN_DIR)/runv
+	@# Bytecode made now: with PYTHONDONTWRITEBYTECODE in the engines' environment,
+	@# every call would compile runv's modules again.
+	@$(VENV)/bin/python -m compileall -q -j0 $(CURDIR)/runv >/dev/null
 	@$(BIN_DIR)/runv check
 
 # The main job: build everything, then run a busybox container in a VM.
