@@ -12,7 +12,7 @@ from runv.foreground import forward_signals, raw_tty
 from runv.state import State, StateDir
 
 if TYPE_CHECKING:
-    from runv.oci.config import Bundle
+    from runv.oci.config import Bundle, Validation
 
 
 def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
@@ -38,23 +38,46 @@ def create(root: str, container_id: str, bundle_dir: str, pid_file: str | None,
     from runv.member import find_pod
 
     pod = find_pod(root, bundle.config)
-    sd.create()
+    # The shim waits for the verdict; started here, jsonschema's import overlaps its start-up.
+    # A pod's next container is validated by the pod's shim.
+    validation = None if pod else config.validating(bundle.config)
     try:
-        state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
-                      created=log.now(), annotations=annotations,
-                      hooks=bundle.config.get("hooks") or {}, sandbox=pod)
-        sd.write(state)
-        pid = _fork_shim(sd, state, bundle, console_socket)
-        if pid_file:
-            write_atomic(pid_file, str(pid))
-    except BaseException:
-        _cleanup(sd)
-        raise
+        sd.create()
+        try:
+            state = State(id=container_id, bundle=bundle.path, rootfs=bundle.rootfs,
+                          created=log.now(), annotations=annotations,
+                          hooks=bundle.config.get("hooks") or {}, sandbox=pod)
+            sd.write(state)
+            pid = _fork_shim(sd, state, bundle, console_socket, validation)
+            if pid_file:
+                write_atomic(pid_file, str(pid))
+        except BaseException:
+            _cleanup(sd)
+            raise
+    finally:
+        if validation is not None:
+            _stop(validation)
     sd.unlock()
     return pid
 
 
-def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None) -> int:
+def _stop(validation: Validation) -> None:
+    """The shim has its verdict, or never will: the validating child goes."""
+    import signal
+
+    try:
+        os.close(validation.fd)
+    except OSError:
+        pass
+    try:
+        os.kill(validation.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    validation.reap()
+
+
+def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
+               validation: Validation | None) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -65,7 +88,7 @@ def _fork_shim(sd: StateDir, state: State, bundle: Bundle, console_socket: str |
             light_shim(sd, state, bundle, console_socket, w)  # never returns
         from runv.sandbox.shim import main
 
-        main(sd, state, bundle, console_socket, w)  # never returns
+        main(sd, state, bundle, console_socket, w, validation)  # never returns
     os.close(w)
     faultpoint.reached("create.forked")
     with os.fdopen(r, "rb") as f:

@@ -87,39 +87,62 @@ def validate(config: Any) -> None:
     check_strings(config, "config.json")
 
 
-def validating(config: Any) -> Callable[[], None]:
-    """Start validating `config` in a forked child, so that jsonschema's imports
-    (8 MiB) never stay in the long-lived shim; the function returned waits for
-    the child and raises its SpecError."""
+VALID = b"+"  # the validating child's verdict: this byte, or "-" and the SpecError's message
+
+
+@dataclass
+class Validation:
+    """config.json being validated in a forked child (`validating`), so that
+    jsonschema's imports (8 MiB, 50 ms) never stay in the long-lived shim.
+    `runv create` starts it before it forks the shim, which inherits `fd`
+    and waits for the verdict before the first hook runs (or, without hooks,
+    while the VM boots): the import overlaps the shim's own start-up."""
+    pid: int
+    fd: int
+
+    def __call__(self) -> None:
+        """Wait for the verdict: SpecError if the config is invalid, or if the child died without one."""
+        with os.fdopen(self.fd, "rb") as f:
+            verdict = f.read()
+        self.reap()
+        if verdict == VALID:
+            return
+        if verdict[:1] == b"-":
+            raise SpecError(verdict[1:].decode(errors="replace"))
+        raise SpecError("config.json: cannot be validated: the validating process died")
+
+    def reap(self) -> None:
+        """Reap the child, if this process forked it (the shim waits for one `runv create` forked)."""
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def validating(config: Any) -> Validation:
+    """Start validating `config` in a forked child that dies with its parent."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # never returns: nothing of the shim may run twice
+    if pid == 0:  # never returns: nothing of the caller may run twice
         try:
             import signal
 
             from runv.host import syscalls
 
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # it holds the shim's cgroup
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
             os.close(r)
-            why = b""
+            verdict = VALID
             try:
                 validate(config)
             except SpecError as e:
-                why = str(e).encode()
+                verdict = b"-" + str(e).encode()
             except BaseException as e:  # noqa: BLE001 - said to the parent, never a traceback
-                why = f"config.json: cannot be validated: {type(e).__name__}: {e}".encode()
-            os.write(w, why)
+                verdict = f"-config.json: cannot be validated: {type(e).__name__}: {e}".encode()
+            os.write(w, verdict)
         finally:
             os._exit(0)
     os.close(w)
-
-    def wait() -> None:
-        with os.fdopen(r, "rb") as f:
-            why = f.read()
-        os.waitpid(pid, 0)
-        if why:
-            raise SpecError(why.decode(errors="replace"))
-    return wait
+    return Validation(pid, r)
 
 
 def explained(config: Any, fn: Callable[..., T], *args: Any) -> T:

@@ -14,7 +14,7 @@ from runv.agent.protocol import Msg
 from runv.errors import QemuError
 from runv.host import proc
 from runv.host.network import Nic
-from runv.oci.config import Bundle
+from runv.oci.config import Bundle, Validation
 from runv.oci.pod import holds_pod, is_pod_sandbox
 from runv.qemu.cmdline import Balloon, Machine, Share, Tap
 from runv.qemu.vm import VM
@@ -26,7 +26,7 @@ BOOT_TIMEOUT = 120.0      # TCG on a busy 2-core host can be slow
 
 
 def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: int | None,
-         fresh_netns: bool) -> Sandbox:
+         fresh_netns: bool, validation: Validation | None = None) -> Sandbox:
     from runv.agent.records import create_payload
     from runv.host import hooks
     from runv.oci import mounts, resources
@@ -38,7 +38,7 @@ def boot(sd: StateDir, state: State, bundle: Bundle, stdio: Relay, host_netns: i
     config = bundle.config
     # With hooks to run, validate first: a hook must not see an invalid config.
     # Otherwise validating (and importing jsonschema) overlaps the VM's boot.
-    validated = validating(config)
+    validated = validation or validating(config)
     if state.hooks:
         validated()
     state.pod = holds_pod(state.annotations or {}, bool(state.netns))

@@ -16,18 +16,19 @@ from runv.daemon import detach, null_stdio, report
 from runv.errors import RunvError
 from runv.guest_text import printable
 from runv.host import proc
-from runv.oci.config import Bundle
+from runv.oci.config import Bundle, Validation
 from runv.sandbox import namespaces
 from runv.sandbox.relay import Relay
 from runv.state import State, StateDir
 from runv.status import Status
 
 
-def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None, sync_fd: int) -> NoReturn:
-    """The shim's life, in the forked child of `runv create`."""
+def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None, sync_fd: int,
+         validation: Validation | None = None) -> NoReturn:
+    """The shim's life, in the forked child of `runv create`, which started `validation`."""
     code = 1
     try:
-        detach(keep={sync_fd})
+        detach(keep={sync_fd} | ({validation.fd} if validation else set()))
         state.pid = os.getpid()
         state.pid_start = proc.start_time(state.pid)
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -42,7 +43,7 @@ def main(sd: StateDir, state: State, bundle: Bundle, console_socket: str | None,
         from runv.sandbox.boot import boot, leave_network
         from runv.sandbox.control import Control
 
-        sandbox = boot(sd, state, bundle, stdio, host_netns, fresh_netns)
+        sandbox = boot(sd, state, bundle, stdio, host_netns, fresh_netns, validation)
         os.close(host_netns)
         state.move(Status.CREATED)
         sd.write(state)

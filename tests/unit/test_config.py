@@ -546,3 +546,29 @@ def test_explained_names_the_malformed_field():
         config.explained(cfg, uses_namespaces, cfg)
     with pytest.raises(ZeroDivisionError):  # a valid config: a bug stays a bug
         config.explained(default_config(), lambda: 1 / 0)
+
+
+def test_a_validating_child_that_dies_without_a_verdict_is_an_error():
+    """A validator killed (OOM, a signal) before it answered must not pass the config."""
+    import os
+    import signal
+
+    from runv.oci.config import SpecError, Validation
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.close(w)
+    with pytest.raises(SpecError, match="the validating process died"):
+        Validation(pid, r)()
+
+
+def test_validating_in_a_child_gives_its_verdict():
+    from runv.oci.config import SpecError, validating
+
+    bad = validating({"ociVersion": 3})
+    ok = validating({"ociVersion": "1.0.2", "process": {"args": ["true"], "cwd": "/"}, "root": {"path": "rootfs"}})
+    ok()
+    with pytest.raises(SpecError, match="ociVersion"):
+        bad()
