@@ -10,11 +10,14 @@ SHARE_DIR ?= /usr/local/share/runv
 BIN_DIR ?= /usr/local/bin
 export RUNV_CACHE
 
+# The launcher's flags (tests/unit/test_state_launcher.py builds it with the same).
+LAUNCHER_CFLAGS := -std=c11 -O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+
 APT_PACKAGES := qemu-system-x86 linux-source-6.1 build-essential flex bison bc libelf-dev \
 	libssl-dev cpio xz-utils musl-tools busybox-static python3-venv runc crun iproute2 kmod \
 	podman netavark aardvark-dns iptables containerd containernetworking-plugins
 
-.PHONY: all deps kernel initramfs venv install demo test unit fuzz soak conformance bench density clean
+.PHONY: all deps kernel initramfs venv install launcher demo test unit fuzz soak conformance bench density clean
 
 all: install
 
@@ -39,15 +42,23 @@ install: venv
 	@k=$$(kernel/build-kernel.sh) && i=$$(kernel/build-initramfs.sh) && \
 	mkdir -p $(SHARE_DIR) && cp $$k $(SHARE_DIR)/vmlinux.new && cp $$i $(SHARE_DIR)/initramfs.cpio.new && \
 	mv $(SHARE_DIR)/vmlinux.new $(SHARE_DIR)/vmlinux && mv $(SHARE_DIR)/initramfs.cpio.new $(SHARE_DIR)/initramfs.cpio
-	@# A launcher without site processing: engines call runv many times per container.
-	@$(VENV)/bin/python -c 'import sys, sysconfig; open(sys.argv[1], "w").write( \
-		"#!%s -S\nimport sys\nsys.path[1:1] = [%r, %r]\nfrom runv.fast import entry\nentry()\n" \
-		% (sys.executable, sys.argv[2], sysconfig.get_path("purelib")))' $(BIN_DIR)/runv.new $(CURDIR)
-	@chmod 755 $(BIN_DIR)/runv.new && mv $(BIN_DIR)/runv.new $(BIN_DIR)/runv
+	@$(MAKE) --no-print-directory launcher
 	@# Bytecode made now: with PYTHONDONTWRITEBYTECODE in the engines' environment,
 	@# every call would compile runv's modules again.
 	@$(VENV)/bin/python -m compileall -q -j0 $(CURDIR)/runv >/dev/null
 	@$(BIN_DIR)/runv check
+
+# $(BIN_DIR)/runv: a C launcher that answers `runv state ID` itself (engines call it
+# many times per container; Python's start-up alone is slower than `runc state`) and
+# execs the Python path, $(SHARE_DIR)/runv.py, for everything else. No venv
+# prerequisite: `make launcher VENV=... BIN_DIR=... SHARE_DIR=...` builds one for a
+# checkout with another venv's packages.
+launcher:
+	@mkdir -p $(SHARE_DIR) $(BIN_DIR)
+	@$(VENV)/bin/python launcher/script.py $(SHARE_DIR)/runv.py $(CURDIR)
+	@cc $(LAUNCHER_CFLAGS) -DRUNV_PYTHON='"$(VENV)/bin/python"' -DRUNV_SCRIPT='"$(SHARE_DIR)/runv.py"' \
+		-o $(BIN_DIR)/runv.new launcher/runv.c
+	@chmod 755 $(BIN_DIR)/runv.new && mv $(BIN_DIR)/runv.new $(BIN_DIR)/runv
 
 # The main job: build everything, then run a busybox container in a VM.
 demo: install
