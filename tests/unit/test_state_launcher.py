@@ -292,6 +292,7 @@ def write_state(root: Path, cid: str, content: bytes) -> None:
     (d / "state.json").write_bytes(content)
 
 
+@pytest.mark.property
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), cid=ids)
 def test_state_answers_as_python(launcher, pids, data, cid):
@@ -355,6 +356,7 @@ def argvs(draw, root: str, cid: str) -> tuple[list[str], bool]:
     return [a for t in draw(st.lists(tokens, max_size=6)) for a in t], False
 
 
+@pytest.mark.property
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=100)
 @given(data=st.data())
 def test_argv_forms_answer_as_python(launcher, pids, data, tmp_path_factory):
