@@ -20,6 +20,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <langinfo.h>
@@ -848,10 +849,13 @@ static step oci_state(const struct parser *ps, const struct node *data, struct b
 
 /* ---- fast._state_request and fast.entry ---- */
 
-/* (root, id) if argv is `[global flags] state ID`, else FALL_BACK. */
-static step state_request(int argc, char **argv, const char **root, const char **id)
+/* The index of the first argument after the global flags (fast._state_request's
+ * forms), with --root's value in *root and whether --debug was given; -1 if a
+ * flag is not one of those. */
+static int global_flags(int argc, char **argv, const char **root, bool *debug)
 {
     *root = DEFAULT_ROOT;
+    *debug = false;
     int i = 1;
     while (i < argc && argv[i][0] == '-') {
         const char *eq = strchr(argv[i], '=');
@@ -862,17 +866,27 @@ static step state_request(int argc, char **argv, const char **root, const char *
             const char *value = eq ? eq + 1 : NULL;
             if (!eq) {
                 if (++i == argc)
-                    return FALL_BACK;
+                    return -1;
                 value = argv[i];
             }
             if (root_flag)
                 *root = value;
-        } else if (!(flen == 7 && strncmp(argv[i], "--debug", 7) == 0)) {
-            return FALL_BACK;
+        } else if (flen == 7 && strncmp(argv[i], "--debug", 7) == 0) {
+            *debug = true;
+        } else {
+            return -1;
         }
         i++;
     }
-    if (argc - i != 2 || strcmp(argv[i], "state") != 0 || argv[i + 1][0] == '-')
+    return i;
+}
+
+/* (root, id) if argv is `[global flags] state ID`, else FALL_BACK. */
+static step state_request(int argc, char **argv, const char **root, const char **id)
+{
+    bool debug;
+    int i = global_flags(argc, argv, root, &debug);
+    if (i < 0 || argc - i != 2 || strcmp(argv[i], "state") != 0 || argv[i + 1][0] == '-')
         return FALL_BACK;
     *id = argv[i + 1];
     return OK;
@@ -960,6 +974,40 @@ static void answer_state(int argc, char **argv)
     exit(0);
 }
 
+/* state.check_id: 1 to 255 of [A-Za-z0-9_+.-], not "." or "..". */
+static bool valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 255 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+        return false;
+    for (const char *c = id; *c; c++)
+        if (!(isalnum((unsigned char)*c) && (unsigned char)*c < 0x80) && !strchr("_+-.", *c))
+            return false;
+    return true;
+}
+
+/* `runv [global flags] delete --force ID` (or -f) of a container that does not
+ * exist: nothing to do, and exit 0, as commands/delete.py and runc do. Engines
+ * run it after every `delete` (docker: each `docker run --rm`). Without
+ * --debug only: Python would log at debug level. */
+static void answer_delete_missing(int argc, char **argv)
+{
+    const char *root;
+    bool debug;
+    int i = global_flags(argc, argv, &root, &debug);
+    if (i < 0 || debug || argc - i != 3 || strcmp(argv[i], "delete") != 0 ||
+        (strcmp(argv[i + 1], "--force") != 0 && strcmp(argv[i + 1], "-f") != 0))
+        return;
+    const char *id = argv[i + 2];
+    struct buf path = {0};
+    struct stat st;
+    if (root[0] != '/' || !valid_id(id) || puts_(&path, root) != OK || put(&path, "/", 1) != OK ||
+        puts_(&path, id) != OK || put(&path, "", 1) != OK)
+        return;
+    if (lstat(path.p, &st) != 0 && errno == ENOENT)
+        exit(0);
+}
+
 /* Everything else: the Python path, unchanged. */
 static void exec_python(int argc, char **argv)
 {
@@ -980,5 +1028,6 @@ static void exec_python(int argc, char **argv)
 int main(int argc, char **argv)
 {
     answer_state(argc, argv);
+    answer_delete_missing(argc, argv);
     exec_python(argc, argv);
 }

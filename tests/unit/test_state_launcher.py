@@ -500,3 +500,33 @@ def test_tables_match_python():
     assert fields == {k: {names[t] for t in types} for k, types in STATE_FIELDS.items()}
     assert re.search(r"STATUSES\[\] = \{(.*?)\};", text).group(1) == ", ".join(f'"{s}"' for s in STATUSES)
     assert f'#define OCI_VERSION "{OCI_VERSION}"' in text
+
+
+@pytest.mark.parametrize("argv, answered", [
+    (["delete", "--force", "gone"], True),
+    (["delete", "-f", "gone"], True),
+    (["--root", "{root}", "delete", "--force", "gone"], True),
+    (["--root={root}", "--log", "/dev/null", "delete", "-f", "a.b_c+d-e"], True),
+    (["--root", "{root}", "delete", "--force", "here"], False),       # it exists: Python deletes it
+    (["--root", "{root}", "delete", "gone"], False),                  # without --force: an error
+    (["--root", "{root}", "--debug", "delete", "--force", "gone"], False),  # Python logs
+    (["--root", "{root}", "delete", "--force", "bad/id"], False),     # Python names the bad id
+    (["--root", "{root}", "delete", "--force", ".."], False),
+    (["--root", "{root}", "delete", "--force", "x" * 256], False),
+    (["--root", "rel", "delete", "--force", "gone"], False),          # Python refuses the root
+    (["--root", "{root}/here/state.json", "delete", "--force", "gone"], False),  # ENOTDIR
+    (["--root", "{root}", "delete", "--force", "gone", "more"], False),
+])
+def test_delete_force_of_a_missing_container(launcher, pids, tmp_path, argv, answered):
+    """`delete --force` of what does not exist is nothing to do (exit 0), without Python."""
+    write_state(tmp_path, "here", json.dumps({"id": "here", "status": "stopped"}).encode())
+    argv = [a.replace("{root}", str(tmp_path)) for a in argv]
+    if answered:
+        py, c, fell_back = launcher.run(argv)
+        assert c == (0, b"", b"") == py and not fell_back
+        return
+    mark = launcher.work / "fell-back"
+    mark.unlink(missing_ok=True)
+    subprocess.run([str(launcher.binary), *argv], capture_output=True, cwd=launcher.work,
+                   env={**ENV, "RUNV_TEST_FELL_BACK": str(mark)})
+    assert mark.exists()
