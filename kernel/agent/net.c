@@ -133,21 +133,24 @@ static int add_route(int index, const uint8_t *v, uint32_t rl, struct error *e)
     return nl_talk(&q) < 0 ? err_set(e, errno, "add route %s/%u%s%s", dst, q.r.dst_len, gw ? " via " : "", via) : 0;
 }
 
-/* The interface with this MAC address, into name. */
+/* The interface with this MAC address, into name. The interfaces are looked up
+ * by index with ioctls, not dumped over netlink: NETIF runs once per VM, in a
+ * guest restored from a template, where TCG translates every kernel path the
+ * first time it runs, and the netlink dump's cost 20 ms there. NETIF comes
+ * before the container runs, so the VM's interfaces are the kernel's own, with
+ * small indexes. */
+#define MAX_IFINDEX 64
 static int find_mac(const uint8_t *mac, char *name, struct error *e)
 {
-    struct if_nameindex *all = if_nameindex(), *i;
-    for (i = all; i && i->if_index; i++) {
-        struct ifreq ifr = {0};
-        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", i->if_name);
+    for (int index = 1; index <= MAX_IFINDEX; index++) {
+        struct ifreq ifr = {.ifr_ifindex = index};
+        if (if_ioctl(SIOCGIFNAME, &ifr) < 0)
+            continue;
         if (if_ioctl(SIOCGIFHWADDR, &ifr) == 0 && !memcmp(ifr.ifr_hwaddr.sa_data, mac, 6)) {
-            snprintf(name, IF_NAMESIZE, "%s", i->if_name);
-            if_freenameindex(all);
+            snprintf(name, IF_NAMESIZE, "%s", ifr.ifr_name);
             return 0;
         }
     }
-    if (all)
-        if_freenameindex(all);
     return err_setx(e, ENODEV, "no NIC with MAC %02x:%02x:%02x:%02x:%02x:%02x",
                     mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
 }
@@ -182,10 +185,8 @@ static void read_nic(const uint8_t *p, size_t len, struct nic *nic)
 static int set_link(const struct nic *nic, char *name, struct error *e)
 {
     struct ifreq ifr = {0};
-    if (nic->mac && nic->probe_mac && find_mac(nic->mac, name, e) < 0) {
+    if (nic->mac && nic->probe_mac && find_mac(nic->probe_mac, name, e) == 0) {
         /* restored from a template: the NIC has the template's MAC until given its own */
-        if (find_mac(nic->probe_mac, name, e) < 0)
-            return -1;
         snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
         ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
         memcpy(ifr.ifr_hwaddr.sa_data, nic->mac, 6);
@@ -207,10 +208,13 @@ static int set_link(const struct nic *nic, char *name, struct error *e)
             return err_set(e, errno, "rename %s to %s", name, nic->want);
         memcpy(name, nic->want, IF_NAMESIZE);
     }
+    /* Only a change: setting the same MTU still runs every notifier (costly under TCG). */
     snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    ifr.ifr_mtu = nic->mtu;
-    if (nic->mtu && if_ioctl(SIOCSIFMTU, &ifr) < 0)
-        return err_set(e, errno, "set the MTU of %s to %u", name, nic->mtu);
+    if (nic->mtu && (if_ioctl(SIOCGIFMTU, &ifr) < 0 || ifr.ifr_mtu != (int)nic->mtu)) {
+        ifr.ifr_mtu = nic->mtu;
+        if (if_ioctl(SIOCSIFMTU, &ifr) < 0)
+            return err_set(e, errno, "set the MTU of %s to %u", name, nic->mtu);
+    }
     if (set_up(name, 1) < 0)
         return err_set(e, errno, "bring up %s", name);
     return 0;
