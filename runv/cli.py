@@ -63,22 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verb:
         parser.print_help()
         return 0
-    from runv.errors import RunvError
-
     try:
         check_root(args.root)
         module = importlib.import_module(f"runv.commands.{COMMANDS[args.verb][0]}")
         return module.run(args) or 0
-    except RunvError as e:
-        return _fail(str(e), e.exit_code, args.debug)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line too
-        if args.debug:
-            import traceback
+        return _report(e, args.debug)
 
-            traceback.print_exc()
-        return _fail(f"internal error: {type(e).__name__}: {e}", 1, args.debug)
+
+def report(argv: list[str], e: Exception) -> int:
+    """What main would print and return had it met `e` running argv (runv.fast's
+    light paths meet their errors outside main)."""
+    args = build_parser(argv).parse_args(argv)
+    log.setup(args.log, args.log_format, args.debug)
+    return _report(e, args.debug)
+
+
+def _report(e: Exception, debug: bool) -> int:
+    from runv.errors import RunvError
+
+    if isinstance(e, RunvError):
+        return _fail(str(e), e.exit_code, debug)
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    return _fail(f"internal error: {type(e).__name__}: {e}", 1, debug)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

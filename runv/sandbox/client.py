@@ -1,12 +1,11 @@
 """Talk to a container's shim over its control socket: one JSON line each way."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 from typing import Any, BinaryIO
 
-from runv import errors
+from runv import errors, tinyjson
 
 SOCKET = "shim.sock"
 # The shim answers every request within REQUEST_TIMEOUT (a paused or stuck guest
@@ -41,19 +40,29 @@ def read_reply(f: BinaryIO) -> dict[str, Any]:
                                   f"{REPLY_TIMEOUT:.0f} s") from None
     if not data:
         raise errors.InvalidState("the container's shim went away during the request")
-    reply = json.loads(data)
+    try:
+        reply = tinyjson.loads(data.decode())
+    except (ValueError, RecursionError):
+        reply = None
     if not isinstance(reply, dict):
         raise errors.InvalidState("the container's shim sent garbage")
     return reply
 
 
 def call(state_dir: str, op: str, timeout: float = REPLY_TIMEOUT, **args: Any) -> dict[str, Any]:
+    import json
+
     with connect(state_dir, timeout) as s:
-        try:
-            s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        except OSError as e:
-            raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
-        reply = read_reply(s.makefile("rb"))
+        return exchange(s, json.dumps({"op": op, **args}).encode() + b"\n")
+
+
+def exchange(s: socket.socket, request: bytes) -> dict[str, Any]:
+    """Send one request line on a connected socket and read its reply (an error reply raises)."""
+    try:
+        s.sendall(request)
+    except OSError as e:
+        raise errors.InvalidState(f"the container's shim does not answer: {e.strerror}") from None
+    reply = read_reply(s.makefile("rb"))
     if "error" in reply:
         raise errors.from_wire(reply)
     return reply
