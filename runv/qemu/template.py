@@ -16,9 +16,13 @@ as the stream is loaded. Its agent already sent READY, to the template's host:
 the new host sends HELLO (its wall clock and fresh entropy), and the agent
 answers READY again (docs/protocol.md).
 
+A shared template (RUNV_TEMPLATES=shared, runv.qemu.sharedram) keeps its guest
+RAM out of the stream: the VMs restored from it map one sealed copy of it.
+
 On disk, under `$RUNV_CACHE/templates/` (default /var/cache/runv):
     <key>/state        the migration stream
     <key>/meta.json    the shape, the size, and what making it cost
+    <key>/ram          a shared template's guest RAM (sparse); <key>/holders/ its live holders
     <key>.lock         flock'ed by whoever makes <key>
     <key>.failed       making it failed (the reason); no retry for FAILED_TTL s
     .<key>.XXXXXX/     a template being made (renamed to <key>/ when complete)
