@@ -6,7 +6,7 @@ from its own layer or the layers below (docs/architecture.md).
     sandbox                                  the VM side of a container, in the shim
     agent, oci, host, qemu,                  the wire, the bundle, the host, QEMU;
       state, status, ocistate                  the container's record, which both sides move
-    errors, log, files, guest_text, signals  used by all
+    errors, log, files, guest_text           used by all
 
 A layer may use its own modules and any below it.
 """
@@ -19,7 +19,7 @@ RUNV = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 
 LAYERS = [  # lowest first
     {"runv", "runv.errors", "runv.log", "runv.files", "runv.guest_text", "runv.faultpoint", "runv.daemon",
-     "runv.tinyjson", "runv.signals"},
+     "runv.tinyjson"},
     {"runv.agent", "runv.oci", "runv.host", "runv.host.rtnetlink", "runv.qemu", "runv.state", "runv.status",
      "runv.ocistate"},
     {"runv.sandbox"},

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
+from runv.commands.kill import parse_signal
 from runv.errors import CorruptState, Exists, InvalidArgument, InvalidState, NotFound
 from runv.oci.resources import guest_size
-from runv.signals import parse_signal
 from runv.state import State, StateDir, check_id, check_root, list_ids
 from runv.status import Status, require
 
