@@ -492,6 +492,11 @@ def test_a_container_vm_answers_on_its_tap(netns, runv, make_bundle):
         ping = subprocess.run(["ip", "netns", "exec", peer, "busybox", "ping", "-c", "1", "-W", "20", CT_ADDR],
                               capture_output=True, text=True, timeout=60)
         assert ping.returncode == 0, ping.stdout + ping.stderr
+        # NETIF gave the guest's NIC (restored with the template's MAC and MTU) the veth's
+        mac = subprocess.run(["ip", "-n", ct, "-j", "link", "show", "eth0"], capture_output=True,
+                             text=True, check=True).stdout
+        r = runv("exec", "tap1", "cat", "/sys/class/net/eth0/mtu", "/sys/class/net/eth0/address", check=True)
+        assert r.stdout.decode().split() == ["1400", json.loads(mac)[0]["address"]]
         fds = [os.readlink(f"/proc/{qemu}/fd/{fd}") for fd in os.listdir(f"/proc/{qemu}/fd")]
         assert "/dev/net/tun" in fds  # the shim's fd on tap0_runv
         assert not os.path.exists(f"/proc/{qemu}/root/dev/net")
